@@ -1,0 +1,88 @@
+"""Structural and type checks on a Graph.
+
+The verifier checks what every graph must satisfy, whatever the target:
+known ops with well-formed attributes, SSA order, result types that agree
+with shape inference, and element-type rules. What a target can do is
+checked by that target's `check-support` pass, not here.
+"""
+
+from __future__ import annotations
+
+from micoc.errors import VerificationError
+from micoc.ir.graph import Graph, Op, Value
+from micoc.ir.ops import get_op, normalize_attrs
+from micoc.ir.types import TensorType
+
+
+def verify(graph: Graph) -> None:
+    """Raise VerificationError (naming the op) on the first broken rule."""
+    defined: set[Value] = set(graph.inputs)
+    for name, c in graph.consts.items():
+        if c.data is None:
+            raise VerificationError(f"constant @{name} has no data")
+        if c.name != name:
+            raise VerificationError(f"constant @{name} is registered under a different name ({c.name})")
+        if tuple(c.data.shape) != c.type.shape:
+            raise VerificationError(
+                f"constant @{name}: data shape {list(c.data.shape)} != type shape {list(c.type.shape)}"
+            )
+        defined.add(c)
+    layer_names: set[str] = set()
+    for op in graph.ops:
+        _verify_op(op, defined)
+        if op.layer is not None:
+            if op.layer in layer_names:
+                raise VerificationError(f"layer name '{op.layer}' is used twice", op.where())
+            layer_names.add(op.layer)
+        if op.result in defined:
+            raise VerificationError("result value defined twice", op.where())
+        defined.add(op.result)
+    if not graph.outputs:
+        raise VerificationError(f"graph @{graph.name} has no outputs")
+    for v in graph.outputs:
+        if v not in defined:
+            raise VerificationError(f"graph @{graph.name} returns a value that is not defined")
+
+
+def _verify_op(op: Op, defined: set[Value]) -> None:
+    where = op.where()
+    try:
+        opdef = get_op(op.opname)
+        if not opdef.arity_ok(len(op.operands)):
+            raise VerificationError(f"{op.opname}: wrong number of operands ({len(op.operands)})")
+        for i, v in enumerate(op.operands):
+            if v not in defined:
+                raise VerificationError(f"operand #{i} is used before it is defined")
+        if normalize_attrs(opdef, op.attrs) != op.attrs:
+            raise VerificationError(f"{op.opname}: attributes are not normalized (use the builder)")
+        types = [v.type for v in op.operands]
+        errs = opdef.check(op.attrs, types) if opdef.check else []
+        if errs:
+            raise VerificationError(f"{op.opname}: " + "; ".join(errs))
+        shape = opdef.infer_shape(op.attrs, types)
+        if shape != op.result.type.shape:
+            raise VerificationError(
+                f"{op.opname}: result shape {list(op.result.type.shape)} != inferred {list(shape)}"
+            )
+        _check_elem(op, types)
+        if op.result.producer is not op:
+            raise VerificationError("result value does not point back at its op")
+        if (op.layer is not None) and not opdef.is_layer:
+            raise VerificationError(f"{op.opname} is not a quantizable layer but has a layer name")
+    except VerificationError as e:
+        raise VerificationError(e.message, e.where or where) from None
+
+
+def _check_elem(op: Op, types: list[TensorType]) -> None:
+    res = op.result.type
+    if op.opname == "quantize" or op.opname == "requantize":
+        if not res.is_quantized:
+            raise VerificationError(f"{op.opname}: result must be quantized, got {res.elem}")
+        return
+    if op.opname == "dequantize":
+        if res.elem != "f32":
+            raise VerificationError(f"dequantize: result must be f32, got {res.elem}")
+        return
+    activations = [t for t in types[:1]] if get_op(op.opname).is_layer else types
+    if all(t.is_float for t in activations) and not res.is_float:
+        raise VerificationError(f"{op.opname}: float inputs must give an f32 result, got {res.elem}")
