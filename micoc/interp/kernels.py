@@ -1,0 +1,260 @@
+"""Reference kernels: one numpy function per IR op.
+
+These define what each op means. They favour clarity, but use BLAS
+(im2col + matmul) so that the interpreter is fast enough to evaluate
+thousands of images during calibration and search.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+from numpy.lib.stride_tricks import sliding_window_view
+
+from micoc.errors import UnsupportedError
+from micoc.ir.graph import Op
+from micoc.ir.ops import window_out
+
+Kernel = Callable[[Op, list[np.ndarray]], np.ndarray]
+KERNELS: dict[str, Kernel] = {}
+
+
+def kernel(*names: str) -> Callable[[Kernel], Kernel]:
+    def register(fn: Kernel) -> Kernel:
+        for n in names:
+            KERNELS[n] = fn
+        return fn
+
+    return register
+
+
+def get_kernel(op: Op) -> Kernel:
+    try:
+        return KERNELS[op.opname]
+    except KeyError:
+        raise UnsupportedError(f"the interpreter has no kernel for '{op.opname}'", op.where()) from None
+
+
+# -- helpers ------------------------------------------------------------------
+
+
+def apply_act(op: Op, y: np.ndarray) -> np.ndarray:
+    """The fused activation of conv2d / linear."""
+    act = op.attrs["act"]
+    if act == "relu":
+        return np.maximum(y, 0, out=y)
+    if act == "relu6":
+        return np.clip(y, 0, 6, out=y)
+    if act == "clip":
+        return np.clip(y, op.attrs["clip_min"], op.attrs["clip_max"], out=y)
+    return y
+
+
+def windows(
+    x: np.ndarray,
+    kernel_hw: tuple[int, int],
+    stride: tuple[int, int],
+    pad: tuple[int, int, int, int],
+    dilation: tuple[int, int],
+    ceil_mode: bool,
+    fill: float,
+) -> np.ndarray:
+    """View of all sliding windows: [N, C, OH, OW, kh, kw] (padding filled with `fill`).
+
+    In ceil mode the last window may run past the padded input; that part is
+    filled with `fill` too, which callers account for.
+    """
+    n, c, h, w = x.shape
+    kh, kw = kernel_hw
+    sh, sw = stride
+    pt, pl, pb, pr = pad
+    dh, dw = dilation
+    oh = window_out(h, kh, sh, pt, pb, dh, ceil_mode)
+    ow = window_out(w, kw, sw, pl, pr, dw, ceil_mode)
+    need_h = (oh - 1) * sh + dh * (kh - 1) + 1
+    need_w = (ow - 1) * sw + dw * (kw - 1) + 1
+    extra_b = max(0, need_h - (h + pt + pb))
+    extra_r = max(0, need_w - (w + pl + pr))
+    if pt or pl or pb or pr or extra_b or extra_r:
+        x = np.pad(x, ((0, 0), (0, 0), (pt, pb + extra_b), (pl, pr + extra_r)), constant_values=fill)
+    span_h, span_w = dh * (kh - 1) + 1, dw * (kw - 1) + 1
+    win = sliding_window_view(x, (span_h, span_w), axis=(2, 3))
+    return win[:, :, : (oh - 1) * sh + 1 : sh, : (ow - 1) * sw + 1 : sw, ::dh, ::dw]
+
+
+def conv2d_nchw(
+    x: np.ndarray,
+    w: np.ndarray,
+    stride: tuple[int, int],
+    pad: tuple[int, int, int, int],
+    dilation: tuple[int, int],
+    groups: int,
+) -> np.ndarray:
+    """Grouped 2-D convolution by im2col + matmul, accumulating in x's dtype."""
+    n = x.shape[0]
+    o, cg, kh, kw = w.shape
+    win = windows(x, (kh, kw), stride, pad, dilation, False, 0)  # [N, C, OH, OW, kh, kw]
+    oh, ow = win.shape[2], win.shape[3]
+    og = o // groups
+    if groups == 1:
+        cols = win.transpose(0, 2, 3, 1, 4, 5).reshape(n * oh * ow, cg * kh * kw)
+        y = cols @ w.reshape(o, -1).T  # [N*OH*OW, O]
+        return y.reshape(n, oh, ow, o).transpose(0, 3, 1, 2)
+    # [N, G, Cg, OH, OW, kh, kw] x [G, Og, Cg, kh, kw] -> [N, G, Og, OH, OW]
+    wins = win.reshape(n, groups, cg, oh, ow, kh, kw)
+    wg = w.reshape(groups, og, cg, kh, kw)
+    y = np.einsum("ngcxykl,gockl->ngoxy", wins, wg, optimize=True)
+    return y.reshape(n, o, oh, ow)
+
+
+# -- float kernels ------------------------------------------------------------
+
+
+@kernel("conv2d")
+def _conv2d(op: Op, args: list[np.ndarray]) -> np.ndarray:
+    x, w = args[0], args[1]
+    a = op.attrs
+    y = conv2d_nchw(x, w, a["stride"], a["pad"], a["dilation"], a["groups"])
+    if len(args) > 2:
+        y = y + args[2].reshape(1, -1, 1, 1)
+    return apply_act(op, np.ascontiguousarray(y, dtype=np.float32))
+
+
+@kernel("linear")
+def _linear(op: Op, args: list[np.ndarray]) -> np.ndarray:
+    y = args[0] @ args[1].T
+    if len(args) > 2:
+        y = y + args[2]
+    return apply_act(op, np.asarray(y, dtype=np.float32))
+
+
+@kernel("matmul")
+def _matmul(op: Op, args: list[np.ndarray]) -> np.ndarray:
+    return np.matmul(args[0], args[1])
+
+
+@kernel("add")
+def _add(op: Op, args: list[np.ndarray]) -> np.ndarray:
+    return args[0] + args[1]
+
+
+@kernel("sub")
+def _sub(op: Op, args: list[np.ndarray]) -> np.ndarray:
+    return args[0] - args[1]
+
+
+@kernel("mul")
+def _mul(op: Op, args: list[np.ndarray]) -> np.ndarray:
+    return args[0] * args[1]
+
+
+@kernel("div")
+def _div(op: Op, args: list[np.ndarray]) -> np.ndarray:
+    return args[0] / args[1]
+
+
+@kernel("concat")
+def _concat(op: Op, args: list[np.ndarray]) -> np.ndarray:
+    return np.concatenate(args, axis=op.attrs["axis"])
+
+
+@kernel("maxpool")
+def _maxpool(op: Op, args: list[np.ndarray]) -> np.ndarray:
+    a = op.attrs
+    fill = -np.inf if args[0].dtype.kind == "f" else np.iinfo(args[0].dtype).min
+    win = windows(args[0], a["kernel"], a["stride"], a["pad"], a["dilation"], a["ceil_mode"], fill)
+    return win.max(axis=(4, 5))
+
+
+def avgpool_divisor(op: Op, h: int, w: int) -> np.ndarray:
+    """Per output position: how many window cells count toward the average [OH, OW]."""
+    a = op.attrs
+    ones = np.ones((1, 1, h, w), dtype=np.int64)
+    if a["count_include_pad"]:
+        # Explicit padding counts; the ceil-mode overhang beyond it does not.
+        pt, pl, pb, pr = a["pad"]
+        ones = np.pad(ones, ((0, 0), (0, 0), (pt, pb), (pl, pr)), constant_values=1)
+        pad = (0, 0, 0, 0)
+        # Re-express the windows on the padded grid.
+        win = windows(ones, a["kernel"], a["stride"], pad, (1, 1), a["ceil_mode"], 0)
+        oh = window_out(h, a["kernel"][0], a["stride"][0], pt, pb, 1, a["ceil_mode"])
+        ow = window_out(w, a["kernel"][1], a["stride"][1], pl, pr, 1, a["ceil_mode"])
+        return win.sum(axis=(4, 5))[0, 0, :oh, :ow]
+    win = windows(ones, a["kernel"], a["stride"], a["pad"], (1, 1), a["ceil_mode"], 0)
+    return win.sum(axis=(4, 5))[0, 0]
+
+
+@kernel("avgpool")
+def _avgpool(op: Op, args: list[np.ndarray]) -> np.ndarray:
+    a = op.attrs
+    x = args[0]
+    win = windows(x, a["kernel"], a["stride"], a["pad"], (1, 1), a["ceil_mode"], 0)
+    div = avgpool_divisor(op, x.shape[2], x.shape[3])
+    return (win.sum(axis=(4, 5), dtype=np.float32) / div).astype(np.float32)
+
+
+@kernel("global_avgpool")
+def _gap(op: Op, args: list[np.ndarray]) -> np.ndarray:
+    return args[0].mean(axis=(2, 3), keepdims=True, dtype=np.float32)
+
+
+@kernel("mean")
+def _mean(op: Op, args: list[np.ndarray]) -> np.ndarray:
+    return args[0].mean(axis=tuple(op.attrs["axes"]), keepdims=op.attrs["keepdims"], dtype=np.float32)
+
+
+@kernel("reshape")
+def _reshape(op: Op, args: list[np.ndarray]) -> np.ndarray:
+    shape = op.attrs["shape"]
+    x = args[0]
+    if x.shape[0] != op.operands[0].type.shape[0]:  # batched run: dim 0 carries the samples
+        shape = (x.shape[0],) + tuple(shape[1:])
+    return x.reshape(shape)
+
+
+@kernel("transpose")
+def _transpose(op: Op, args: list[np.ndarray]) -> np.ndarray:
+    return np.ascontiguousarray(args[0].transpose(op.attrs["perm"]))
+
+
+@kernel("slice")
+def _slice(op: Op, args: list[np.ndarray]) -> np.ndarray:
+    x = args[0]
+    idx = [slice(None)] * x.ndim
+    a = op.attrs
+    for s, e, ax, st in zip(a["starts"], a["ends"], a["axes"], a["steps"], strict=True):
+        idx[ax] = slice(s, e, st)
+    return x[tuple(idx)]
+
+
+@kernel("relu")
+def _relu(op: Op, args: list[np.ndarray]) -> np.ndarray:
+    return np.maximum(args[0], 0)
+
+
+@kernel("clip")
+def _clip(op: Op, args: list[np.ndarray]) -> np.ndarray:
+    return np.clip(args[0], op.attrs["min"], op.attrs["max"]).astype(args[0].dtype)
+
+
+@kernel("sigmoid")
+def _sigmoid(op: Op, args: list[np.ndarray]) -> np.ndarray:
+    x = args[0].astype(np.float64)
+    return (0.5 * (1.0 + np.tanh(0.5 * x))).astype(np.float32)  # overflow-free logistic
+
+
+@kernel("softmax")
+def _softmax(op: Op, args: list[np.ndarray]) -> np.ndarray:
+    x = args[0].astype(np.float64)
+    ax = op.attrs["axis"]
+    e = np.exp(x - x.max(axis=ax, keepdims=True))
+    return (e / e.sum(axis=ax, keepdims=True)).astype(np.float32)
+
+
+@kernel("batch_norm")
+def _batch_norm(op: Op, args: list[np.ndarray]) -> np.ndarray:
+    x, scale, bias, mean, var = args
+    shape = (1, -1) + (1,) * (x.ndim - 2)
+    k = scale / np.sqrt(var + np.float32(op.attrs["epsilon"]))
+    return ((x - mean.reshape(shape)) * k.reshape(shape) + bias.reshape(shape)).astype(np.float32)
