@@ -1,0 +1,1 @@
+"""Example networks, real datasets, ONNX export helpers and the shipped demo model."""
