@@ -1,0 +1,5 @@
+import sys
+
+from micoc.cli import main
+
+sys.exit(main())

@@ -1,0 +1,16 @@
+"""Passes: the manager and registry, and one module per built-in pass."""
+
+from micoc.passes import canonicalize, shape_infer  # noqa: F401  (register built-in passes)
+from micoc.passes.manager import (
+    PASSES,
+    Pass,
+    PassContext,
+    PassManager,
+    available_passes,
+    parse_pipeline,
+    register_pass,
+)
+
+__all__ = [
+    "PASSES", "Pass", "PassContext", "PassManager", "available_passes", "parse_pipeline", "register_pass",
+]
