@@ -45,6 +45,7 @@ from __future__ import annotations
 
 import functools
 import itertools
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Literal
 
@@ -59,6 +60,7 @@ __all__ = [
     "BitFusionLayer",
     "layer_cost",
     "layer_cycles",
+    "layer_from_profile_row",
     "precision_factor",
     "schedule_cost",
 ]
@@ -211,6 +213,31 @@ class BitFusionCost:
         return (sum(self.dram_read_bits) + self.dram_write_bits) // 8
 
 
+def layer_from_profile_row(
+    row: Mapping[str, int | str], kind: Literal["conv2d", "matmul"]
+) -> BitFusionLayer:
+    """The layer behind one row of ``bitfusion_{conv2d,matmul}_samples.csv``.
+
+    conv2d rows: ``H,W,C,K,KS[,S]``, batch 16, no padding, im2col.
+    matmul rows: ``N,M,K``; the simulator that made them takes M as the
+    layer's *input* width and K as its *output* width (the other reading
+    disagrees with the measured cycles on most rows).
+    """
+    r = {
+        key: int(val)
+        for key, val in row.items()
+        if key in ("H", "W", "C", "K", "KS", "S", "N", "M")
+    }
+    try:
+        if kind == "conv2d":
+            return BitFusionLayer.conv(r["H"], r["W"], r["C"], r["K"], r["KS"], r.get("S", 1))
+        if kind == "matmul":
+            return BitFusionLayer.fc(r["M"], r["K"], batch=r["N"])
+    except KeyError as e:
+        raise InputError(f"BitFusion profile row lacks column {e}: {dict(row)}") from None
+    raise InputError(f"unknown BitFusion profile kind {kind!r}")
+
+
 def precision_factor(abits: int, wbits: int, config: BitFusionConfig | None = None) -> int:
     """Speed-up of an (abits, wbits) product over max_bits x max_bits.
 
@@ -288,20 +315,18 @@ def _layer_cost_cached(
     orders = _distinct_orders(tuple(bool((ntiles[:, i] > 1).any()) for i in range(5)))
     cap = cfg.capacity_bits()
 
-    # Branch and bound: exact walk of the tilings with the smallest lower
-    # bounds first, then of every tiling whose bound can still beat it.
+    # Branch and bound: walk the tilings exactly in chunks of increasing
+    # lower bound, dropping those whose bound cannot beat the best so far.
     rank = np.argsort(lower, kind="stable")
-    first = rank[:16]
-    best_cyc, best_t, best_o = _best_schedule(
-        ntiles[first], blocks[first], compute[first], orders, cap, cfg
-    )
-    best_t = int(first[best_t])
-    rest = rank[16:]
-    rest = rest[lower[rest] < best_cyc]
-    if rest.size:
-        cyc, t, o = _best_schedule(ntiles[rest], blocks[rest], compute[rest], orders, cap, cfg)
-        if cyc < best_cyc:
-            best_cyc, best_t, best_o = cyc, int(rest[t]), o
+    best_cyc, best_t, best_o = -1, -1, -1
+    chunk = 16
+    while rank.size:
+        part, rank = rank[:chunk], rank[chunk:]
+        cyc, t, o = _best_schedule(ntiles[part], blocks[part], compute[part], orders, cap, cfg)
+        if best_cyc < 0 or cyc < best_cyc:
+            best_cyc, best_t, best_o = cyc, int(part[t]), o
+        rank = rank[lower[rank] < best_cyc]
+        chunk *= 2
 
     tile = tuple(int(x) for x in tiles[best_t])
     order = tuple(LOOPS[i] for i in orders[best_o])
@@ -358,13 +383,33 @@ def _candidates(
         per_tile = b * oc_cols * o * o * k * k * -(-ic // red)
     compute = per_tile * nb * no * no * nic * noc
 
-    # Exact lower bound on cycles for any loop order:
-    #   cycles >= compute + fill + drain, fill >= one block of each buffer;
-    #   cycles >= ceil(all traffic / bw), and each buffer's traffic is at
-    #   least its block times every loop it depends on.
+    # Lower bound on cycles valid for every loop order (prunes the search):
+    #   cycles >= compute + fill + drain, and fill >= one block per buffer;
+    #   cycles >= ceil(traffic / bw). Each buffer moves at least its whole
+    #   tensor (block x the loops it depends on). Moreover the outermost loop
+    #   with more than one tile re-fetches every tensor that does not depend
+    #   on it and does not fit whole in its buffer, so the cheapest choice of
+    #   that loop adds a known minimum.
     bw = cfg.dram_bits_per_cycle
     lb1 = compute + -(-(wgt + act + out) // bw) + -(-out // bw)
-    traffic = wgt * nic * noc + act * nb * no * no * nic + 2 * out * nb * no * no * noc
+    w_all = wgt * nic * noc
+    a_all = act * nb * no * no * nic
+    o_all = out * nb * no * no * noc
+    big = np.iinfo(np.int64).max // 4
+    # extra traffic if the outermost real loop is B / OW,OH / IC / OC
+    w_over = np.where(w_all > cap[0], w_all, 0)
+    extra = np.minimum(
+        np.minimum(
+            np.where(nb > 1, w_over * (nb - 1), big),
+            np.where(no > 1, w_over * (no - 1), big),
+        ),
+        np.minimum(
+            np.where(nic > 1, np.where(o_all > cap[2], 2 * o_all * (nic - 1), 0), big),
+            np.where(noc > 1, np.where(a_all > cap[1], a_all * (noc - 1), 0), big),
+        ),
+    )
+    extra = np.where(extra == big, 0, extra)  # a single tile: nothing re-fetched
+    traffic = w_all + a_all + 2 * o_all + extra
     lower = np.maximum(lb1, -(-traffic // bw))
 
     tiles = np.stack([b, o, o, ic, oc], axis=1)
@@ -401,21 +446,25 @@ def _best_schedule(
 ) -> tuple[int, int, int]:
     """Exact cycles for every (tiling, order); returns (cycles, tiling, order)."""
     inner_first = orders[:, ::-1]  # the walk goes from the innermost loop out
-    # tile counts per (tiling, order, step)
-    steps = ntiles[:, inner_first]  # (T, P, 5)
+    by_loop = ntiles.T  # (5, T)
+    # arrays are (orders, tilings); step k handles loop inner_first[:, k]
+    steps = [by_loop[inner_first[:, k]] for k in range(5)]
+    depends = np.array(_DEPENDS)
     total = []
     peak = []
     for buf in range(3):
-        dep = np.array(_DEPENDS[buf])[inner_first]  # (P, 5)
-        size = np.broadcast_to(blocks[:, buf : buf + 1], (blocks.shape[0], orders.shape[0])).copy()
-        resident = np.ones_like(size, dtype=bool)  # block still fits: reuse is possible
+        dep = depends[buf][inner_first]  # (P, 5)
+        size = np.repeat(blocks[None, :, buf], orders.shape[0], axis=0)
         top = size.copy()
+        fits = np.ones(size.shape, dtype=bool)  # resident block can be reused
         for k in range(5):
-            d = dep[:, k]
-            n = steps[:, :, k]
-            size *= np.where(resident & ~d, 1, n)
-            resident &= ~(d & (size > cap[buf]))
-            top = np.where(resident, size, top)
+            d = dep[:, k : k + 1]
+            if not d.any():  # only loops this buffer ignores: free while it fits
+                size = np.where(fits, size, size * steps[k])
+                continue
+            size = np.where(fits & ~d, size, size * steps[k])
+            fits &= ~d | (size <= cap[buf])
+            top = np.where(fits, size, top)
         total.append(size)
         peak.append(top)
     bw = cfg.dram_bits_per_cycle
@@ -423,10 +472,10 @@ def _best_schedule(
     fill = peak[_WGT] + peak[_ACT] + peak[_OUT]
     drain = peak[_OUT]
     middle = -(-(traffic - fill - drain) // bw)
-    comp = compute[:, None]
+    comp = compute[None, :]
     cycles = comp + np.maximum(0, middle - comp) + -(-fill // bw) + -(-drain // bw)
-    t, p = np.unravel_index(int(np.argmin(cycles)), cycles.shape)
-    return int(cycles[t, p]), int(t), int(p)
+    p, t = np.unravel_index(int(np.argmin(cycles)), cycles.shape)
+    return int(cycles[p, t]), int(t), int(p)
 
 
 def schedule_cost(
