@@ -90,6 +90,36 @@ def _wnnls(x: np.ndarray, t: np.ndarray, relative: bool) -> tuple[np.ndarray, fl
     return coef, float(np.mean(resid**2))
 
 
+def _inner_folds(profile: Profile, folds: int = 3) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Group folds by layer shape for choosing hyper-parameters (empty if too few shapes)."""
+    groups = profile.shape_groups()
+    k = min(folds, int(np.unique(groups).size))
+    if k < 2:
+        return []
+    return list(GroupKFold(n_splits=k).split(profile.time, groups=groups))
+
+
+def _cv_loss(
+    x: np.ndarray, t: np.ndarray, folds: list[tuple[np.ndarray, np.ndarray]], relative: bool
+) -> float:
+    """Out-of-fold mean squared (relative) error; in-sample loss if there are no folds."""
+    if not folds:
+        return _wnnls(x, t, relative)[1]
+    err = np.empty_like(t)
+    for train, test in folds:
+        coef, _ = _wnnls(x[train], t[train], relative)
+        r = x[test] @ coef - t[test]
+        err[test] = r / t[test] if relative else r
+    return float(np.mean(err**2))
+
+
+def _over(footprint: np.ndarray, cache: int | None) -> np.ndarray:
+    """1.0 where a buffer of `footprint` bytes does not fit a cache of `cache` bytes."""
+    if cache is None:
+        return np.zeros_like(footprint)
+    return (footprint > cache).astype(np.float64)
+
+
 class Proxy(ABC):
     """A latency model: `fit(profile) -> params`, then `predict(features) -> cycles`."""
 
@@ -126,19 +156,28 @@ class LinearCountProxy(Proxy):
         return [{}]
 
     def fit(self, profile: Profile) -> dict[str, Any]:
-        best: tuple[float, dict[str, Any], list[str], np.ndarray] | None = None
-        for hyper in self.hyper_grid(profile.kind):
-            cols = self.columns(profile.features, hyper)
-            x = np.stack(list(cols.values()), axis=1)
-            coef, loss = _wnnls(x, profile.time, self.relative)
-            if best is None or loss < best[0] * (1.0 - _CACHE_MIN_GAIN):
-                best = (loss, hyper, list(cols), coef)
-        assert best is not None
-        _, hyper, names, coef = best
+        grid = self.hyper_grid(profile.kind)
+        scored: list[tuple[float, dict[str, Any]]] = []
+        if len(grid) > 1:
+            folds = _inner_folds(profile)
+            for hyper in grid:
+                x = np.stack(list(self.columns(profile.features, hyper).values()), axis=1)
+                scored.append((_cv_loss(x, profile.time, folds, self.relative), hyper))
+        else:
+            scored.append((0.0, grid[0]))
+        # The grid starts with the simplest hyper-parameters; a later one must
+        # beat the incumbent clearly, since it is a discrete choice made on the
+        # same (small) data.
+        best_loss, hyper = scored[0]
+        for loss, h in scored[1:]:
+            if loss < best_loss * (1.0 - _CACHE_MIN_GAIN):
+                best_loss, hyper = loss, h
+        cols = self.columns(profile.features, hyper)
+        coef, _ = _wnnls(np.stack(list(cols.values()), axis=1), profile.time, self.relative)
         self.params = {
             "kind": profile.kind,
             "hyper": dict(hyper),
-            "coef": {n: float(c) for n, c in zip(names, coef, strict=True)},
+            "coef": {n: float(c) for n, c in zip(cols, coef, strict=True)},
         }
         return self.params
 
@@ -189,7 +228,13 @@ class CbopsShapeProxy(LinearCountProxy):
     def hyper_grid(self, kind: str) -> list[dict[str, Any]]:
         if kind == "pool":
             return [{}]
-        return [{"cache_bytes": c} for c in _CACHE_CANDIDATES]
+        # Weights (re-read per row) and outputs (written once) overflow at
+        # different sizes because they share the cache with other buffers.
+        return [
+            {"w_cache_bytes": w, "out_cache_bytes": o}
+            for w in _CACHE_CANDIDATES
+            for o in _CACHE_CANDIDATES
+        ]
 
     def columns(self, f: LayerFeatures, hyper: Mapping[str, Any]) -> dict[str, np.ndarray]:
         one = np.ones(len(f))
@@ -230,11 +275,11 @@ class CbopsShapeProxy(LinearCountProxy):
             for b in BIT_WIDTHS:
                 cols[f"a_elems.a{b}"] = f["a_elems"] * (qa == b)
             cols["a_packed_words"] = f["a_packed_words"]
-        cache = hyper.get("cache_bytes")
         # Every row re-reads all packed weights; once they overflow the data cache
         # each of those words is a miss (cyclic access defeats LRU).
-        overflow = np.zeros(len(f)) if cache is None else (f["w_bytes"] > cache).astype(float)
-        cols["w_words_missed"] = f["w_words"] * overflow
+        cols["w_words_missed"] = f["w_words"] * _over(f["w_bytes"], hyper.get("w_cache_bytes"))
+        # Outputs written to a buffer that no longer stays cached between calls.
+        cols["out_missed"] = f["out_elems"] * _over(f["out_elems"] * 4, hyper.get("out_cache_bytes"))
         cols["intercept"] = one
         return cols
 
