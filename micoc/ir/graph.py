@@ -21,7 +21,7 @@ from micoc.ir.types import TensorType
 class Value:
     """An SSA value: a graph input, a constant (`data` set) or an op result."""
 
-    __slots__ = ("type", "name", "producer", "data", "_digest")
+    __slots__ = ("type", "name", "producer", "data", "range", "_digest")
 
     def __init__(
         self,
@@ -34,6 +34,8 @@ class Value:
         self.name = name
         self.producer = producer
         self.data = data
+        # Calibrated (min, max) of an activation, set by the calibrate pass.
+        self.range: tuple[float, float] | None = None
         self._digest: str | None = None
 
     @property
@@ -152,6 +154,7 @@ class Graph:
         def cp(v: Value) -> Value:
             if v not in vmap:
                 nv = Value(v.type, v.name, None, v.data)
+                nv.range = v.range
                 nv._digest = v._digest
                 vmap[v] = nv
             return vmap[v]

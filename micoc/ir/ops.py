@@ -50,8 +50,6 @@ class OpDef:
     check: CheckFn | None = None
     is_layer: bool = False  # quantizable (conv2d, linear, matmul): has a stable layer name
     doc: str = ""
-    # How the result element type follows from the operands when all are float.
-    float_result: str = "f32"
 
     def arity_ok(self, n: int) -> bool:
         required = sum(1 for o in self.operands if not o.endswith(("?", "*")))
@@ -158,6 +156,19 @@ def window_out(size: int, k: int, stride: int, pad0: int, pad1: int, dilation: i
 
 
 ACT_CHOICES = ("none", "relu", "relu6", "clip")
+
+
+def _bits_attrs() -> dict[str, AttrSpec]:
+    """Per-layer bit widths (0 = not assigned yet) and the accumulator width.
+
+    `wbits` are the weights' bits (for matmul: the second operand's), `abits`
+    the bits of the layer's INPUT activations (DESIGN §6).
+    """
+    return {
+        "wbits": AttrSpec("int", 0),
+        "abits": AttrSpec("int", 0),
+        "acc": AttrSpec("str", "i32", ("i32", "i64")),
+    }
 
 
 def _act_attrs() -> dict[str, AttrSpec]:
@@ -332,6 +343,21 @@ def _dequantize_check(a: dict[str, Any], t: list[TensorType]) -> list[str]:
     return [] if t[0].is_quantized else [f"dequantize: input must be quantized, got {t[0].elem}"]
 
 
+def _lut_check(a: dict[str, Any], t: list[TensorType]) -> list[str]:
+    x, table = t
+    if not x.is_quantized:
+        return [f"lut: input must be quantized, got {x.elem}"]
+    lo, hi = x.qrange
+    n = hi - lo + 1  # indexed by q - lo (qi1 {-1,+1} leaves the middle entry unused)
+    if table.shape != (n,) or table.elem != "i32":
+        return [f"lut: table must be i32[{n}] for a {x.elem} input, got {table}"]
+    return []
+
+
+def _requantize_check(a: dict[str, Any], t: list[TensorType]) -> list[str]:
+    return [] if t[0].is_quantized else [f"requantize: input must be quantized, got {t[0].elem}"]
+
+
 # --------------------------------------------------------------------------
 # The op set
 # --------------------------------------------------------------------------
@@ -344,16 +370,16 @@ _WIN = {
 
 register_op(OpDef(
     "conv2d", ("x", "w", "b?"),
-    {**_WIN, "groups": AttrSpec("int", 1), **_act_attrs()},
+    {**_WIN, "groups": AttrSpec("int", 1), **_act_attrs(), **_bits_attrs()},
     _conv_shape, _conv_check, is_layer=True,
     doc="2-D convolution, NCHW input, OIHW weight; pad is [top, left, bottom, right]; optional fused activation.",
 ))
 register_op(OpDef(
-    "linear", ("x", "w", "b?"), _act_attrs(), _linear_shape, is_layer=True,
+    "linear", ("x", "w", "b?"), {**_act_attrs(), **_bits_attrs()}, _linear_shape, is_layer=True,
     doc="y = x @ w^T + b with weight [out, in]; optional fused activation.",
 ))
 register_op(OpDef(
-    "matmul", ("x", "y"), {}, _matmul_shape, is_layer=True,
+    "matmul", ("x", "y"), _bits_attrs(), _matmul_shape, is_layer=True,
     doc="Batched matrix product of two activations (numpy broadcasting on batch dims).",
 ))
 for _name, _doc in (("add", "x + y"), ("sub", "x - y"), ("mul", "x * y"), ("div", "x / y")):
@@ -394,7 +420,7 @@ register_op(OpDef(
     doc="Inference batch normalization over axis 1; canonicalize folds it away.",
 ))
 register_op(OpDef(
-    "quantize", ("x",), {}, _same_shape, _quantize_check, float_result="quantized",
+    "quantize", ("x",), {}, _same_shape, _quantize_check,
     doc="f32 -> quantized type given by the result (round half away from zero, clamp).",
 ))
 register_op(OpDef(
@@ -402,7 +428,10 @@ register_op(OpDef(
     doc="quantized -> f32: scale * (q - zero_point).",
 ))
 register_op(OpDef(
-    "requantize", ("x",), {"multiplier": AttrSpec("ints", ()), "shift": AttrSpec("ints", ())}, _same_shape,
-    float_result="quantized",
+    "lut", ("x", "table"), {}, _same_shape, _lut_check,
+    doc="Element-wise table lookup on a quantized input: y = table[x - min(x's range)].",
+))
+register_op(OpDef(
+    "requantize", ("x",), {}, _same_shape, _requantize_check,
     doc="Integer rescale to the result's quant params: round(q * M / 2^s) with one rounding step.",
 ))

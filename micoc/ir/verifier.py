@@ -75,7 +75,7 @@ def _verify_op(op: Op, defined: set[Value]) -> None:
 
 def _check_elem(op: Op, types: list[TensorType]) -> None:
     res = op.result.type
-    if op.opname == "quantize" or op.opname == "requantize":
+    if op.opname in ("quantize", "requantize", "lut"):
         if not res.is_quantized:
             raise VerificationError(f"{op.opname}: result must be quantized, got {res.elem}")
         return
@@ -83,6 +83,53 @@ def _check_elem(op: Op, types: list[TensorType]) -> None:
         if res.elem != "f32":
             raise VerificationError(f"dequantize: result must be f32, got {res.elem}")
         return
-    activations = [t for t in types[:1]] if get_op(op.opname).is_layer else types
+    is_layer = get_op(op.opname).is_layer
+    activations = types[:1] if is_layer else types
     if all(t.is_float for t in activations) and not res.is_float:
         raise VerificationError(f"{op.opname}: float inputs must give an f32 result, got {res.elem}")
+    if is_layer:
+        _check_layer_bits(op, types)
+
+
+def _check_layer_bits(op: Op, types: list[TensorType]) -> None:
+    """Bit widths in range; a quantized layer reads operands of its assigned widths
+    and its accumulator cannot overflow."""
+    wbits, abits = op.attrs["wbits"], op.attrs["abits"]
+    for name, b in (("wbits", wbits), ("abits", abits)):
+        if not 0 <= b <= 8:
+            raise VerificationError(f"{op.opname}: {name}={b} is outside 1..8")
+    x, w = types[0], types[1]
+    if not x.is_quantized:
+        return
+    if abits and x.bits != abits:
+        raise VerificationError(f"{op.opname}: abits={abits} but the input is {x.elem}")
+    if wbits and w.bits != wbits:
+        raise VerificationError(f"{op.opname}: wbits={wbits} but the weights are {w.elem}")
+    if op.attrs["acc"] == "i32":
+        bound = accumulator_bound(op, types)
+        if bound >= 2**31:
+            raise VerificationError(
+                f"{op.opname}: the int32 accumulator can overflow (|acc| up to {bound}); use acc=\"i64\""
+            )
+
+
+def accumulator_bound(op: Op, types: list[TensorType]) -> int:
+    """Largest |accumulator| a quantized conv2d/linear/matmul can reach (bias included)."""
+    x, w = types[0], types[1]
+    k = reduction_size(op, types)
+    qx = max(abs(v) for v in x.qrange)
+    qw = max(abs(v) for v in w.qrange)
+    bound = k * qx * qw
+    if len(op.operands) > 2 and op.operands[2].data is not None:
+        bound += int(abs(op.operands[2].data.astype("int64")).max(initial=0))
+    return bound
+
+
+def reduction_size(op: Op, types: list[TensorType]) -> int:
+    """K: the number of products summed per output (Cin/groups*kh*kw for conv2d)."""
+    w = types[1]
+    if op.opname == "conv2d":
+        return w.shape[1] * w.shape[2] * w.shape[3]
+    if op.opname == "linear":
+        return w.shape[1]
+    return w.shape[-2]
