@@ -30,7 +30,6 @@ from typing import Any, ClassVar
 
 import numpy as np
 from scipy.optimize import nnls
-from sklearn.model_selection import GroupKFold
 
 from micoc.cost import metrics
 from micoc.cost.profiles import BIT_WIDTHS, KINDS, LayerFeatures, Profile, read_profiles
@@ -46,6 +45,7 @@ __all__ = [
     "cross_validate",
     "fit_proxy",
     "get_proxy",
+    "group_folds",
     "load_bundle",
     "save_bundle",
     "shipped_params_path",
@@ -90,13 +90,36 @@ def _wnnls(x: np.ndarray, t: np.ndarray, relative: bool) -> tuple[np.ndarray, fl
     return coef, float(np.mean(resid**2))
 
 
+def group_folds(groups: np.ndarray, k: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Deterministic group K-fold: (train, test) row indices, no group split across folds.
+
+    Groups go, largest first, to the fold with the fewest rows so far, so
+    folds are balanced in rows (ties broken by group id for reproducibility).
+    Written here rather than taken from scikit-learn to keep this module's
+    import cheap for the compiler.
+    """
+    ids, counts = np.unique(groups, return_counts=True)
+    k = min(k, ids.size)
+    if k < 2:
+        raise ValueError("group K-fold needs at least two groups")
+    fold_rows = np.zeros(k, dtype=np.int64)
+    fold_of = np.empty(ids.size, dtype=np.int64)
+    for gi in sorted(range(ids.size), key=lambda i: (-counts[i], i)):
+        f = int(np.argmin(fold_rows))
+        fold_of[gi] = f
+        fold_rows[f] += counts[gi]
+    row_fold = fold_of[np.searchsorted(ids, groups)]
+    rows = np.arange(groups.size)
+    return [(rows[row_fold != f], rows[row_fold == f]) for f in range(k)]
+
+
 def _inner_folds(profile: Profile, folds: int = 3) -> list[tuple[np.ndarray, np.ndarray]]:
     """Group folds by layer shape for choosing hyper-parameters (empty if too few shapes)."""
     groups = profile.shape_groups()
     k = min(folds, int(np.unique(groups).size))
     if k < 2:
         return []
-    return list(GroupKFold(n_splits=k).split(profile.time, groups=groups))
+    return group_folds(groups, k)
 
 
 def _cv_loss(
@@ -403,7 +426,7 @@ def cross_validate(profile: Profile, name: str, folds: int = 5) -> CVResult:
     if k < 2:
         raise InputError("cross-validation needs at least two distinct layer shapes")
     pred = np.empty_like(profile.time)
-    for train, test in GroupKFold(n_splits=k).split(profile.time, groups=groups):
+    for train, test in group_folds(groups, k):
         proxy = get_proxy(name)
         proxy.fit(profile.subset(train))
         pred[test] = proxy.predict(profile.features.subset(test))
