@@ -22,8 +22,9 @@ from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput
 
 from micoc.errors import ParseError, VerificationError
 from micoc.ir.builder import make_op
-from micoc.ir.graph import Graph, Op, Value
+from micoc.ir.graph import Graph, Value
 from micoc.ir.ops import get_op, normalize_attrs
+from micoc.ir.printer import compute_digests
 from micoc.ir.types import QuantParams, TensorType, numpy_dtype
 from micoc.ir.verifier import verify
 
@@ -224,7 +225,7 @@ class _GraphReader:
         self.values: dict[tuple[str, str], Value] = {}  # ('num'|'name', key) -> value
         self.consts: dict[str, Value] = {}
         self.layers: set[str] = set()
-        self.op_where: dict[Op, str] = {}
+        self.loaded: dict[str, Value] = {}  # dense constants, hashed by `prehash`
 
     # -- helpers ---------------------------------------------------------------
     def where(self, node: Token | Tree) -> str:
@@ -238,8 +239,8 @@ class _GraphReader:
     def string(self, tok: Token) -> str:
         try:
             return json.loads(tok.value)
-        except ValueError as e:
-            raise self.error(tok, f"bad string literal {tok.value}: {e.msg}") from None
+        except ValueError:
+            raise self.error(tok, f"bad string literal {tok.value}") from None
 
     def close(self) -> None:
         if self._npz is not None:
@@ -325,6 +326,7 @@ class _GraphReader:
             if self.weights is None:
                 self.weights = self.load_weights(wtok, self.weights_file)
         name_tok, params, results, *stmts, ret = graph_node.children
+        self.prehash(stmts)
         g = Graph(self.const_name(name_tok))
         for p in params.children:
             vtok, tnode = p.children
@@ -356,6 +358,29 @@ class _GraphReader:
             raise self.error(name_tok, str(e)) from None
         return g
 
+    def prehash(self, stmts: list[Tree]) -> None:
+        """Load and hash every dense constant up front, in parallel.
+
+        Only the expensive part happens here; all checks (and their errors, in
+        source order) happen in `dense` during the ordered walk.
+        """
+        if self.weights is None:
+            return
+        todo: list[Value] = []
+        for st in stmts:
+            if st.data == "const_decl" and st.children[2].data == "dense":
+                try:
+                    name = self.const_name(st.children[0])
+                except ParseError:
+                    continue  # reported during the walk
+                if name in self.weights and name not in self.loaded:
+                    data = np.asarray(self.weights[name])
+                    # Placeholder type: `dense` sets the declared one after its checks.
+                    v = Value(TensorType(tuple(int(d) for d in data.shape)), name, None, data)
+                    self.loaded[name] = v
+                    todo.append(v)
+        compute_digests(todo)
+
     def const_decl(self, node: Tree, g: Graph) -> None:
         name_tok, tnode, init = node.children
         name = self.const_name(name_tok)
@@ -363,10 +388,9 @@ class _GraphReader:
             raise self.error(name_tok, f"constant {name_tok.value} is defined twice")
         t = self.type(tnode)
         if init.data == "dense":
-            data = self.dense(name_tok, name, t, init.children[0])
+            v = self.dense(name_tok, name, t, init.children[0])
         else:
-            data = self.inline(name_tok, t, init)
-        v = Value(t, name, None, data)
+            v = Value(t, name, None, self.inline(name_tok, t, init))
         self.consts[name] = v
         g.consts[name] = v
 
@@ -389,7 +413,7 @@ class _GraphReader:
                 raise self.error(tok, f"constant {name_tok.value}: {x} does not fit in {t.elem}")
         return np.array(vals, dtype=dtype).reshape(t.shape)
 
-    def dense(self, name_tok: Token, name: str, t: TensorType, digest_tok: Token) -> np.ndarray:
+    def dense(self, name_tok: Token, name: str, t: TensorType, digest_tok: Token) -> Value:
         digest = self.string(digest_tok)
         if self.weights is None:
             raise self.error(
@@ -399,8 +423,12 @@ class _GraphReader:
         if name not in self.weights:
             src = f"weights file '{self.weights_file}'" if self.weights_file else "the weights"
             raise self.error(name_tok, f"constant {name_tok.value} is missing from {src}")
-        data = np.asarray(self.weights[name])
-        v = Value(t, name, None, data)
+        # The Value made by `prehash` keeps its cached digest, so printing the
+        # parsed graph does not hash the weights a second time.
+        v = self.loaded.get(name) or Value(t, name, None, np.asarray(self.weights[name]))
+        v.type = t
+        data = v.data
+        assert data is not None
         if v.digest() != digest:
             raise self.error(
                 digest_tok,
@@ -411,7 +439,7 @@ class _GraphReader:
             raise self.error(
                 name_tok, f"constant {name_tok.value}: data shape {list(data.shape)} != type shape {list(t.shape)}"
             )
-        return data
+        return v
 
     def load_weights(self, tok: Token, file: str) -> Mapping[str, np.ndarray]:
         path = self.base_dir / file

@@ -17,6 +17,7 @@ import re
 import tempfile
 import zipfile
 from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
 from functools import cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -131,8 +132,25 @@ def format_inline(data: np.ndarray, t: TensorType) -> str:
     return "[" + ", ".join(items) + "]"
 
 
+_CANONICAL_NAN = np.array(np.nan, np.float32).view(np.uint32)
+
+
 def is_inline(c: Value) -> bool:
-    return c.data is not None and int(np.asarray(c.data).size) <= INLINE_LIMIT
+    """Small constants print inline, unless the text could not reproduce their bits.
+
+    The only such case is a float32 NaN with a sign bit or payload (`nan` reads
+    back as the canonical NaN): those go to the sidecar so data stays bit-exact.
+    """
+    if c.data is None:
+        return False
+    arr = np.asarray(c.data)
+    if arr.size > INLINE_LIMIT:
+        return False
+    if numpy_dtype(c.type) == np.float32:
+        f = arr.astype(np.float32, copy=False)
+        nans = f[np.isnan(f)]
+        return bool(np.all(nans.view(np.uint32) == _CANONICAL_NAN))
+    return True
 
 
 # --------------------------------------------------------------------------
@@ -140,8 +158,27 @@ def is_inline(c: Value) -> bool:
 # --------------------------------------------------------------------------
 
 
+def compute_digests(values: Iterable[Value]) -> None:
+    """Fill the digest cache of constants, hashing big ones in parallel.
+
+    Hashing the weights is nearly all the cost of printing or parsing a real
+    network; hashlib releases the GIL on large buffers, so threads scale.
+    """
+    vals = sorted((v for v in values if v.data is not None), key=lambda v: -np.asarray(v.data).nbytes)
+    total = sum(np.asarray(v.data).nbytes for v in vals)
+    workers = min(8, os.cpu_count() or 1)
+    if workers < 2 or len(vals) < 2 or total < (1 << 20):
+        for v in vals:
+            v.digest()
+        return
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        # list(): surface any exception from a worker here.
+        list(pool.map(lambda v: v.digest(), vals))
+
+
 def print_graph(g: Graph, *, weights_file: str | None = None) -> str:
     """The .mir text of `g`; with `weights_file`, a `weights "FILE"` line comes first."""
+    compute_digests(c for c in g.consts.values() if c.data is not None and not is_inline(c))
     refs: dict[Value, str] = {}
     for i, v in enumerate(g.inputs):
         refs[v] = format_name("%", v.name if v.name is not None else f"arg{i}")
