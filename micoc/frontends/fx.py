@@ -99,12 +99,9 @@ def _trace(module: nn.Module, gname: str) -> fx.GraphModule:
     try:
         graph = tracer.trace(module)
     except Exception as e:  # torch raises TraceError, TypeError, RuntimeError, ...
-        reason = " ".join(str(e).split()) or type(e).__name__
-        if len(reason) > 300:
-            reason = reason[:297] + "..."
         raise UnsupportedError(
             f"torch.fx cannot trace {gname} (data-dependent control flow or untraceable code): "
-            f"{type(e).__name__}: {reason}"
+            f"{type(e).__name__}: {_one_line(e)}"
         ) from None
     return fx.GraphModule(tracer.root, graph, gname)
 
@@ -135,8 +132,16 @@ def _record(gm: fx.GraphModule, inputs: tuple[torch.Tensor, ...], gname: str) ->
     try:
         rec.run(*inputs)
     except Exception as e:
-        raise InputError(f"running {gname} on the example inputs failed: {type(e).__name__}: {' '.join(str(e).split())}") from None
+        raise InputError(
+            f"running {gname} on the example inputs failed: {type(e).__name__}: {_one_line(e)}"
+        ) from None
     return rec.results
+
+
+def _one_line(e: BaseException) -> str:
+    # fx appends "While executing <node> ... Original traceback: ..." to errors.
+    reason = " ".join(str(e).split("While executing")[0].split()) or type(e).__name__
+    return reason if len(reason) <= 300 else reason[:297] + "..."
 
 
 def _tree_map(fn: Callable[[torch.Tensor], Any], obj: Any) -> Any:
@@ -311,7 +316,8 @@ class _Importer:
             arr = c.tensor.detach().cpu().to(torch.float32).numpy()
             if transform is not None:
                 arr = transform(arr)
-            self.consts[key] = self.builder.const(key, np.ascontiguousarray(arr, dtype=np.float32))
+            # np.array, not ascontiguousarray: the latter turns 0-d scalars into [1].
+            self.consts[key] = self.builder.const(key, np.array(arr, dtype=np.float32, order="C"))
         return self.consts[key]
 
     def param(self, qualname: str, t: torch.Tensor) -> Value:
