@@ -354,10 +354,11 @@ def quantize_multiplier(real: float | np.ndarray) -> tuple[np.ndarray, np.ndarra
     * real >= 2^31 - 1/2: M = 2^31-1, shift = 0 (the multiplier is clamped;
       such a layer's outputs saturate anyway);
     * real < 2^-32: shift = 62 and M = round_half_away(real * 2^62) < 2^30
-      (denormalized, possibly 0). With an int32 accumulator the exact result
-      |acc * real| < 2^31 * 2^-32 = 1/2 rounds to 0 either way, so this loses
-      nothing there; with int64 accumulators the absolute error is <= 2^-63 per
-      unit of acc.
+      (denormalized, possibly 0; absolute error <= 2^-63). With an int32
+      accumulator |acc * real| < 2^31 * 2^-32 = 1/2, so the exact result is 0
+      and so is the requantized one (M <= 2^30 here; the only exception is
+      acc = -2^31 with M rounded up to exactly 2^30, a tie that rounds to -1,
+      as real = 2^-32 itself would).
     ``real`` must be positive and finite.
     """
     r = np.asarray(real, dtype=np.float64)
