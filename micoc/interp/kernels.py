@@ -51,6 +51,65 @@ def apply_act(op: Op, y: np.ndarray) -> np.ndarray:
     return y
 
 
+def pad_for_windows(
+    x: np.ndarray,
+    kernel_hw: tuple[int, int],
+    stride: tuple[int, int],
+    pad: tuple[int, int, int, int],
+    dilation: tuple[int, int],
+    ceil_mode: bool,
+    fill: float,
+) -> tuple[np.ndarray, int, int]:
+    """Pad x so that every sliding window lies inside it; returns (padded, OH, OW).
+
+    In ceil mode the last window may run past the explicitly padded input;
+    that part is filled with `fill` too, which callers account for.
+    """
+    n, c, h, w = x.shape
+    kh, kw = kernel_hw
+    sh, sw = stride
+    pt, pl, pb, pr = pad
+    dh, dw = dilation
+    oh = window_out(h, kh, sh, pt, pb, dh, ceil_mode)
+    ow = window_out(w, kw, sw, pl, pr, dw, ceil_mode)
+    extra_b = max(0, (oh - 1) * sh + dh * (kh - 1) + 1 - (h + pt + pb))
+    extra_r = max(0, (ow - 1) * sw + dw * (kw - 1) + 1 - (w + pl + pr))
+    if pt or pl or pb or pr or extra_b or extra_r:
+        x = np.pad(x, ((0, 0), (0, 0), (pt, pb + extra_b), (pl, pr + extra_r)), constant_values=fill)
+    return x, oh, ow
+
+
+def window_taps(
+    x: np.ndarray,
+    kernel_hw: tuple[int, int],
+    stride: tuple[int, int],
+    pad: tuple[int, int, int, int],
+    dilation: tuple[int, int],
+    ceil_mode: bool,
+    fill: float,
+):  # type: ignore[no-untyped-def]
+    """Yield, per kernel tap (i, j), the strided view [N, C, OH, OW] of the inputs it sees.
+
+    Reducing tap by tap with whole-array ufuncs is far faster than reducing
+    a window view over its two small trailing axes.
+    """
+    xp, oh, ow = pad_for_windows(x, kernel_hw, stride, pad, dilation, ceil_mode, fill)
+    sh, sw = stride
+    dh, dw = dilation
+    for i in range(kernel_hw[0]):
+        for j in range(kernel_hw[1]):
+            yield xp[:, :, i * dh : i * dh + (oh - 1) * sh + 1 : sh, j * dw : j * dw + (ow - 1) * sw + 1 : sw]
+
+
+def reduce_windows(x: np.ndarray, ufunc: np.ufunc, *args, dtype=None) -> np.ndarray:  # type: ignore[no-untyped-def]
+    """ufunc-reduce (np.maximum, np.add) every window; args as for window_taps."""
+    acc = None
+    for tap in window_taps(x, *args):
+        acc = np.array(tap, dtype=dtype or tap.dtype) if acc is None else ufunc(acc, tap, out=acc)
+    assert acc is not None
+    return acc
+
+
 def windows(
     x: np.ndarray,
     kernel_hw: tuple[int, int],
@@ -60,26 +119,12 @@ def windows(
     ceil_mode: bool,
     fill: float,
 ) -> np.ndarray:
-    """View of all sliding windows: [N, C, OH, OW, kh, kw] (padding filled with `fill`).
-
-    In ceil mode the last window may run past the padded input; that part is
-    filled with `fill` too, which callers account for.
-    """
-    n, c, h, w = x.shape
+    """View of all sliding windows: [N, C, OH, OW, kh, kw] (padding filled with `fill`)."""
+    xp, oh, ow = pad_for_windows(x, kernel_hw, stride, pad, dilation, ceil_mode, fill)
     kh, kw = kernel_hw
     sh, sw = stride
-    pt, pl, pb, pr = pad
     dh, dw = dilation
-    oh = window_out(h, kh, sh, pt, pb, dh, ceil_mode)
-    ow = window_out(w, kw, sw, pl, pr, dw, ceil_mode)
-    need_h = (oh - 1) * sh + dh * (kh - 1) + 1
-    need_w = (ow - 1) * sw + dw * (kw - 1) + 1
-    extra_b = max(0, need_h - (h + pt + pb))
-    extra_r = max(0, need_w - (w + pl + pr))
-    if pt or pl or pb or pr or extra_b or extra_r:
-        x = np.pad(x, ((0, 0), (0, 0), (pt, pb + extra_b), (pl, pr + extra_r)), constant_values=fill)
-    span_h, span_w = dh * (kh - 1) + 1, dw * (kw - 1) + 1
-    win = sliding_window_view(x, (span_h, span_w), axis=(2, 3))
+    win = sliding_window_view(xp, (dh * (kh - 1) + 1, dw * (kw - 1) + 1), axis=(2, 3))
     return win[:, :, : (oh - 1) * sh + 1 : sh, : (ow - 1) * sw + 1 : sw, ::dh, ::dw]
 
 
@@ -163,8 +208,7 @@ def _concat(op: Op, args: list[np.ndarray]) -> np.ndarray:
 def _maxpool(op: Op, args: list[np.ndarray]) -> np.ndarray:
     a = op.attrs
     fill = -np.inf if args[0].dtype.kind == "f" else np.iinfo(args[0].dtype).min
-    win = windows(args[0], a["kernel"], a["stride"], a["pad"], a["dilation"], a["ceil_mode"], fill)
-    return win.max(axis=(4, 5))
+    return reduce_windows(args[0], np.maximum, a["kernel"], a["stride"], a["pad"], a["dilation"], a["ceil_mode"], fill)
 
 
 def avgpool_divisor(op: Op, h: int, w: int) -> np.ndarray:
@@ -189,9 +233,8 @@ def avgpool_divisor(op: Op, h: int, w: int) -> np.ndarray:
 def _avgpool(op: Op, args: list[np.ndarray]) -> np.ndarray:
     a = op.attrs
     x = args[0]
-    win = windows(x, a["kernel"], a["stride"], a["pad"], (1, 1), a["ceil_mode"], 0)
-    div = avgpool_divisor(op, x.shape[2], x.shape[3])
-    return (win.sum(axis=(4, 5), dtype=np.float32) / div).astype(np.float32)
+    total = reduce_windows(x, np.add, a["kernel"], a["stride"], a["pad"], (1, 1), a["ceil_mode"], 0)
+    return (total / avgpool_divisor(op, x.shape[2], x.shape[3])).astype(np.float32)
 
 
 @kernel("global_avgpool")

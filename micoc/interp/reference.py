@@ -13,7 +13,8 @@ from collections.abc import Callable, Mapping, Sequence
 import numpy as np
 
 from micoc.errors import InputError, MicocError
-from micoc.interp.kernels import get_kernel
+from micoc.interp.kernels import Kernel, get_kernel
+from micoc.interp.qkernels import QKERNELS
 from micoc.ir.graph import Graph, Op, Value
 from micoc.ir.types import numpy_dtype
 
@@ -80,6 +81,7 @@ def samples_in(graph: Graph, arrays: Mapping[Value, np.ndarray]) -> int:
 
 
 _AXIS0_ATTRS = {"concat": "axis", "softmax": "axis"}
+_ELEMENTWISE = frozenset({"add", "sub", "mul", "div", "concat"})
 
 
 def batch_safe(graph: Graph) -> bool:
@@ -100,8 +102,10 @@ def batch_safe(graph: Graph) -> bool:
             return False
         if op.opname == "matmul" and min(len(s) for s in in_shapes) < 3:
             return False
-        if any(v.is_const and v.type.rank == op.result.type.rank and v.type.shape[0] != 1 for v in op.operands):
-            return False
+        if op.opname in _ELEMENTWISE and any(
+            v.is_const and v.type.rank == op.result.type.rank and v.type.shape[0] != 1 for v in op.operands
+        ):
+            return False  # a constant that varies along dim 0 would mix into the samples
     return True
 
 
@@ -113,7 +117,7 @@ def _execute(graph: Graph, arrays: Mapping[Value, np.ndarray], observe: Observer
     for i, op in enumerate(graph.ops):
         args = [env[v] for v in op.operands]
         try:
-            out = get_kernel(op)(op, args)
+            out = select_kernel(op)(op, args)
         except MicocError:
             raise
         except (ValueError, FloatingPointError, IndexError) as e:
@@ -125,6 +129,16 @@ def _execute(graph: Graph, arrays: Mapping[Value, np.ndarray], observe: Observer
             if not v.is_const:
                 env.pop(v, None)  # free activations early: keeps peak memory low
     return [env[v] for v in graph.outputs]
+
+
+def select_kernel(op: Op) -> Kernel:
+    """Integer kernels for ops on quantized values, float kernels otherwise
+    (shape-only ops such as reshape serve both)."""
+    if op.result.type.is_quantized or (op.operands and op.operands[0].type.is_quantized):
+        k = QKERNELS.get(op.opname)
+        if k is not None:
+            return k
+    return get_kernel(op)
 
 
 def _last_uses(graph: Graph) -> dict[int, list[Value]]:

@@ -1,6 +1,12 @@
 """Passes: the manager and registry, and one module per built-in pass."""
 
-from micoc.passes import canonicalize, shape_infer  # noqa: F401  (register built-in passes)
+from micoc.passes import (  # noqa: F401  (register built-in passes)
+    assign_bits,
+    calibrate,
+    canonicalize,
+    quantize,
+    shape_infer,
+)
 from micoc.passes.manager import (
     PASSES,
     Pass,
