@@ -190,9 +190,11 @@ def _syntax_error(e: UnexpectedInput, parser: Lark, text: str, filename: str) ->
         names = getattr(e, "accepts", None) or e.expected
         exp = _expected(parser, names)
     elif isinstance(e, UnexpectedCharacters):
-        got = f"'{text[e.pos_in_stream]}'" if e.pos_in_stream < len(text) else "end of file"
+        # No "expected" list here: the lexer's allowed set merges several
+        # parser contexts and would list tokens that cannot actually follow.
+        got = f"character {json.dumps(text[e.pos_in_stream])}" if e.pos_in_stream < len(text) else "end of file"
         line, col = e.line, e.column
-        exp = _expected(parser, e.allowed)
+        exp = ""
     elif isinstance(e, UnexpectedEOF):
         got = "end of file"
         line, col = _end_position(text)
@@ -430,10 +432,11 @@ class _GraphReader:
         data = v.data
         assert data is not None
         if v.digest() != digest:
+            src = f"weights file '{self.weights_file}'" if self.weights_file else "the given weights"
             raise self.error(
                 digest_tok,
-                f"constant {name_tok.value}: digest {digest} does not match the weights "
-                f"({v.digest()}); the weights file is stale",
+                f"constant {name_tok.value}: digest {digest} does not match {src} "
+                f"(digest {v.digest()}): stale weights",
             )
         if tuple(data.shape) != t.shape:
             raise self.error(
@@ -479,8 +482,7 @@ class _GraphReader:
         if op.result.type.shape != result_type.shape:
             raise self.error(
                 tnode,
-                f"{opname}: result shape {list(result_type.shape)} != inferred {list(op.result.type.shape)}"
-                f" (result type {result_type})",
+                f"{opname}: result shape {list(result_type.shape)} != inferred {list(op.result.type.shape)}",
             )
         op.result.type = result_type
         # Checks only the verifier makes (element-type rules, layer names on
