@@ -59,8 +59,8 @@ PARAMS_DIR = Path(__file__).resolve().parent / "params"
 # Candidate data-cache capacities (bytes) for the weight re-streaming term.
 # None means "never overflows" (and is what a cacheless core picks).
 _CACHE_CANDIDATES: tuple[int | None, ...] = (None,) + tuple(2**k for k in range(10, 17))
-# A finite cache must lower the fit loss by this fraction to be preferred over
-# none: it is a discrete choice made on training data, so demand real evidence.
+# Held-out losses within this fraction of the best count as ties, and the
+# simplest hyper-parameters among the tied win.
 _CACHE_MIN_GAIN = 0.02
 
 
@@ -136,11 +136,23 @@ def _cv_loss(
     return float(np.mean(err**2))
 
 
+def _complexity(hyper: Mapping[str, Any]) -> tuple[int, float]:
+    """Sort key for hyper-parameters: fewer finite caches first, then larger caches."""
+    caps = [v for v in hyper.values() if v is not None]
+    return (len(caps), -float(sum(caps)))
+
+
 def _over(footprint: np.ndarray, cache: int | None) -> np.ndarray:
-    """1.0 where a buffer of `footprint` bytes does not fit a cache of `cache` bytes."""
+    """Expected miss fraction of a buffer of `footprint` bytes swept through a `cache`-byte cache.
+
+    About cache/footprint of the buffer can stay resident between sweeps, so
+    the fraction is 1 - cache/footprint once the buffer no longer fits: 0 at
+    the capacity, approaching 1 for the much larger layers of real networks,
+    which is the regime the proxy must extrapolate to.
+    """
     if cache is None:
         return np.zeros_like(footprint)
-    return (footprint > cache).astype(np.float64)
+    return np.clip(1.0 - cache / np.maximum(footprint, 1.0), 0.0, 1.0)
 
 
 class Proxy(ABC):
@@ -183,18 +195,20 @@ class LinearCountProxy(Proxy):
         scored: list[tuple[float, dict[str, Any]]] = []
         if len(grid) > 1:
             folds = _inner_folds(profile)
+            seen: dict[bytes, float] = {}  # many capacities give the same design matrix
             for hyper in grid:
                 x = np.stack(list(self.columns(profile.features, hyper).values()), axis=1)
-                scored.append((_cv_loss(x, profile.time, folds, self.relative), hyper))
+                key = hashlib.sha1(x.tobytes()).digest()
+                if key not in seen:
+                    seen[key] = _cv_loss(x, profile.time, folds, self.relative)
+                scored.append((seen[key], hyper))
         else:
             scored.append((0.0, grid[0]))
-        # The grid starts with the simplest hyper-parameters; a later one must
-        # beat the incumbent clearly, since it is a discrete choice made on the
-        # same (small) data.
-        best_loss, hyper = scored[0]
-        for loss, h in scored[1:]:
-            if loss < best_loss * (1.0 - _CACHE_MIN_GAIN):
-                best_loss, hyper = loss, h
+        # A discrete choice made on small data: among the hyper-parameters whose
+        # held-out loss is within _CACHE_MIN_GAIN of the best, take the simplest
+        # (fewest overflow terms, then the largest capacities).
+        floor = min(loss for loss, _ in scored) * (1.0 + _CACHE_MIN_GAIN)
+        hyper = min((h for loss, h in scored if loss <= floor), key=_complexity)
         cols = self.columns(profile.features, hyper)
         coef, _ = _wnnls(np.stack(list(cols.values()), axis=1), profile.time, self.relative)
         self.params = {
