@@ -376,6 +376,21 @@ def test_every_unsupported_node_in_one_error() -> None:
     assert "test_fx_frontend.py:" in msg
 
 
+def test_inplace_op_on_a_value_read_later_is_rejected() -> None:
+    class M(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.relu = nn.ReLU(inplace=True)
+
+        def forward(self, x):
+            y = x * 2
+            z = self.relu(y)  # also mutates y, which fx does not see
+            return z + y
+
+    with pytest.raises(UnsupportedError, match="mutates 'mul', which is read again"):
+        import_module(M(), rand(1, 4))
+
+
 def test_data_dependent_control_flow() -> None:
     class M(nn.Module):
         def forward(self, x):

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import builtins
 import operator
-import re
+import sys
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -85,10 +85,13 @@ class _Tracer(fx.Tracer):
     """Keeps every module we map as a leaf (so conv/linear keep their qualified
     names), even user subclasses that do not override forward()."""
 
-    def __init__(self) -> None:
-        super().__init__()
-        # The user's frame becomes part of each op's loc.
-        self.record_stack_traces = True
+    def create_node(self, *args: Any, **kwargs: Any) -> fx.Node:
+        node = super().create_node(*args, **kwargs)
+        # The user's frame becomes part of each op's loc. (fx's own
+        # record_stack_traces would do, but its first use imports torch._dynamo:
+        # ~8 s.) Walking the live frames costs microseconds.
+        node.meta["micoc_frame"] = _caller_frame()
+        return node
 
     def is_leaf_module(self, m: nn.Module, module_qualified_name: str) -> bool:
         return _module_mapper(m) is not None or super().is_leaf_module(m, module_qualified_name)
@@ -191,6 +194,7 @@ class _Importer:
     def __post_init__(self) -> None:
         self.builder = GraphBuilder(self.gname)
         self.modules = dict(self.gm.named_modules())
+        self.order = {n: i for i, n in enumerate(self.gm.graph.nodes)}
 
     # -- driver ---------------------------------------------------------------
     def run(self, inputs: tuple[torch.Tensor, ...]) -> Graph:
@@ -239,11 +243,30 @@ class _Importer:
                 if fn is None:
                     raise _Unsupported("")
                 out = fn(self, node, args, kwargs)
+            if out is not args[0]:
+                self._check_not_mutating(node)
         except _Unsupported as e:
             self.failures.append(self._describe(node, str(e)))
             return self._stand_in(node)
         self._check_shapes(node, out, self.results[node])
         return out
+
+    def _check_not_mutating(self, node: fx.Node) -> None:
+        """Reject an in-place op whose input is read again later.
+
+        fx records `x.relu_()` as a new node but later reads of `x` still
+        point at the old node, whereas torch would see the mutated tensor; the
+        IR is SSA and cannot express that. (`out += y; use(out)` is fine:
+        Python rebinds `out` to the result.)
+        """
+        if not _is_inplace(node, self.modules) or not node.args or not isinstance(node.args[0], fx.Node):
+            return
+        src = node.args[0]
+        later = [u.name for u in src.users if self.order[u] > self.order[node]]
+        if later:
+            raise _Unsupported(
+                f"in-place op mutates '{src.name}', which is read again afterwards by {', '.join(later)}"
+            )
 
     def _fold(self, node: fx.Node) -> Any:
         return _tree_map(lambda t: _Const(t, node.name), self.results[node])
@@ -346,6 +369,22 @@ def _is_act(v: Any) -> bool:
     return isinstance(v, Value) and not v.is_const
 
 
+_INPLACE_FUNCTIONS = {operator.iadd, operator.isub, operator.imul, operator.itruediv, F.relu_, torch.relu_}
+
+
+def _is_inplace(node: fx.Node, modules: dict[str, nn.Module]) -> bool:
+    if node.kwargs.get("inplace") is True:
+        return True
+    if node.op == "call_method":
+        t = str(node.target)
+        return t.endswith("_") and not t.endswith("__")
+    if node.op == "call_function":
+        return node.target in _INPLACE_FUNCTIONS
+    if node.op == "call_module":
+        return getattr(modules[str(node.target)], "inplace", False) is True
+    return False
+
+
 def _has_act(obj: Any) -> bool:
     if _is_act(obj):
         return True
@@ -369,21 +408,22 @@ def _leaves(obj: Any) -> Iterator[Any]:
         yield obj
 
 
-_FRAME_RE = re.compile(r'File "([^"]+)", line (\d+), in (\S+)')
+def _caller_frame() -> str:
+    """`file.py:LINE` of the innermost frame outside torch and this module."""
+    f = sys._getframe(2)
+    while f is not None:
+        path = f.f_code.co_filename.replace("\\", "/")
+        if "/torch/" not in path and path != _THIS_FILE:
+            return f"{path.rsplit('/', 1)[-1]}:{f.f_lineno}"
+        f = f.f_back
+    return ""
+
+
+_THIS_FILE = __file__.replace("\\", "/")
 
 
 def _user_frame(node: fx.Node) -> str:
-    """`file.py:LINE` of the user's code that created the node ('' if unknown).
-
-    The trace lists frames outermost first; the innermost non-torch frame is
-    the line in the forward() that made the call.
-    """
-    found = ""
-    for path, line, _fn in _FRAME_RE.findall(node.stack_trace or ""):
-        path = path.replace("\\", "/")
-        if "/torch/" not in path:
-            found = f"{path.rsplit('/', 1)[-1]}:{line}"
-    return found
+    return node.meta.get("micoc_frame", "")
 
 
 def _qualname(target: Any) -> str:
