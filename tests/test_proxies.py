@@ -278,3 +278,12 @@ def test_predict_rejects_other_kind(tmp_path: Path) -> None:
     fp = shipped_proxy("small", "matmul")
     with pytest.raises(InputError, match="cannot price"):
         fp.predict(conv2d_features(16, 16, 3, 8, 3, 1, 8, 8))
+
+
+@needs_profiles
+def test_pool_op_not_profiled_is_refused() -> None:
+    fp = fit_proxy("pool", "cbops+shape", [PROFILES / "mico_high_avgpool4d_f32_test.csv"])
+    assert fp.params["pool_ops"] == ["avg"]
+    assert fp.predict(pool_features(3, 8, 8, 2, 2, op=0))[0] > 0
+    with pytest.raises(InputError, match="max pooling"):
+        fp.predict(pool_features(3, 8, 8, 2, 2, op=1))

@@ -4,17 +4,21 @@ Three proxies are registered:
 
 - `bops`: cycles = c * BOPs (+ intercept), the MiCo baseline;
 - `cbops`: non-negative combination of BMACs, WLoads, ALoads (+ intercept);
-- `cbops+shape`: counts of what the VexiiRiscv-MiCo kernels actually execute
-  (SIMD ops, packed words loaded, 32-element loop blocks, outputs, rows,
-  activation quantization per bit width, im2col traffic, weight re-streaming
-  once the packed weights overflow the data cache), non-negative, per kind.
+- `cbops+shape`: counts of what the VexiiRiscv-MiCo kernels actually execute,
+  per kind: SIMD dot-product ops (max(qa,qw) per 32-element block, i.e. BMACs
+  at packing granularity), packed weight/activation words loaded (WLoads,
+  ALoads at packing granularity), loop blocks, outputs, rows, activation
+  quantization per bit width, im2col traffic, and the words missed once the
+  re-read packed weights or the outputs overflow the data cache.
 
 All are linear in count features and fitted by NNLS in a relative-error
 sense (each row weighted by 1/time, so the loss is a squared percentage
 error). Linearity is deliberate: the profiles only cover small layers, and
 a model linear in counts extrapolates to 512-channel layers the way the
 hardware does, where a tree model would saturate at the largest profiled
-time. Non-negativity keeps every count from being "paid back".
+time. Non-negativity keeps every count from being "paid back". The only
+non-linear parameters, the cache capacities of the overflow terms, are
+picked from a short list by an inner group cross-validation.
 """
 
 from __future__ import annotations
@@ -38,6 +42,7 @@ from micoc.errors import InputError
 __all__ = [
     "BUNDLE_FORMAT",
     "DEFAULT_PROXY",
+    "PARAMS_DIR",
     "PROXIES",
     "CVResult",
     "FittedProxy",
@@ -56,12 +61,15 @@ DEFAULT_PROXY = "cbops+shape"
 BUNDLE_FORMAT = "micoc-latency-proxies/1"
 PARAMS_DIR = Path(__file__).resolve().parent / "params"
 
-# Candidate data-cache capacities (bytes) for the weight re-streaming term.
+# Candidate data-cache capacities (bytes) for the overflow terms.
 # None means "never overflows" (and is what a cacheless core picks).
 _CACHE_CANDIDATES: tuple[int | None, ...] = (None,) + tuple(2**k for k in range(10, 17))
 # Held-out losses within this fraction of the best count as ties, and the
 # simplest hyper-parameters among the tied win.
-_CACHE_MIN_GAIN = 0.02
+_TIE_TOLERANCE = 0.02
+
+
+_POOL_OPS = ("avg", "max")  # index = the is_max feature
 
 
 def _bucket(bits: np.ndarray) -> np.ndarray:
@@ -205,9 +213,9 @@ class LinearCountProxy(Proxy):
         else:
             scored.append((0.0, grid[0]))
         # A discrete choice made on small data: among the hyper-parameters whose
-        # held-out loss is within _CACHE_MIN_GAIN of the best, take the simplest
+        # held-out loss is within _TIE_TOLERANCE of the best, take the simplest
         # (fewest overflow terms, then the largest capacities).
-        floor = min(loss for loss, _ in scored) * (1.0 + _CACHE_MIN_GAIN)
+        floor = min(loss for loss, _ in scored) * (1.0 + _TIE_TOLERANCE)
         hyper = min((h for loss, h in scored if loss <= floor), key=_complexity)
         cols = self.columns(profile.features, hyper)
         coef, _ = _wnnls(np.stack(list(cols.values()), axis=1), profile.time, self.relative)
@@ -273,6 +281,25 @@ class CbopsShapeProxy(LinearCountProxy):
             for o in _CACHE_CANDIDATES
         ]
 
+    def fit(self, profile: Profile) -> dict[str, Any]:
+        params = super().fit(profile)
+        if profile.kind == "pool":
+            # An op never profiled would be priced by all-zero coefficients: remember which were.
+            seen = np.unique(profile.features["is_max"])
+            params["pool_ops"] = [_POOL_OPS[int(v)] for v in seen]
+        return params
+
+    def predict(self, features: LayerFeatures) -> np.ndarray:
+        p = self._need_params()
+        if features.kind == "pool" and "pool_ops" in p:
+            asked = {_POOL_OPS[int(v)] for v in np.unique(features["is_max"])}
+            missing = asked - set(p["pool_ops"])
+            if missing:
+                raise InputError(
+                    f"proxy was fitted without {', '.join(sorted(missing))} pooling profiles"
+                )
+        return super().predict(features)
+
     def columns(self, f: LayerFeatures, hyper: Mapping[str, Any]) -> dict[str, np.ndarray]:
         one = np.ones(len(f))
         if f.kind == "pool":
@@ -312,8 +339,8 @@ class CbopsShapeProxy(LinearCountProxy):
             for b in BIT_WIDTHS:
                 cols[f"a_elems.a{b}"] = f["a_elems"] * (qa == b)
             cols["a_packed_words"] = f["a_packed_words"]
-        # Every row re-reads all packed weights; once they overflow the data cache
-        # each of those words is a miss (cyclic access defeats LRU).
+        # Every row re-reads all packed weights; the part of them that no longer
+        # fits the data cache misses on every sweep.
         cols["w_words_missed"] = f["w_words"] * _over(f["w_bytes"], hyper.get("w_cache_bytes"))
         # Outputs written to a buffer that no longer stays cached between calls.
         cols["out_missed"] = f["out_elems"] * _over(f["out_elems"] * 4, hyper.get("out_cache_bytes"))
