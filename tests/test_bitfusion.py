@@ -157,6 +157,20 @@ def test_search_matches_brute_force(
     assert schedule_cost(layer, a, w, cost.tile, cost.order, cfg) == cost
 
 
+def test_scalar_fallback_agrees(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Layers whose traffic could overflow int64 take an exhaustive Python-int
+    # path; force it on a small layer and compare with the fast search.
+    import micoc.cost.bitfusion as bf
+
+    layer = BitFusionLayer.conv(6, 6, 5, 40, 3, batch=4)
+    fast = layer_cost(layer, 4, 2)
+    monkeypatch.setattr(bf, "_INT64_SAFE", 0)
+    bf.clear_cache()
+    slow = layer_cost(layer, 4, 2)
+    bf.clear_cache()
+    assert slow.cycles == fast.cycles
+
+
 def test_breakdown_is_consistent() -> None:
     cost = layer_cost(BitFusionLayer.conv(32, 32, 64, 128, 3), 4, 4)
     assert cost.cycles == cost.compute_cycles + cost.stall_cycles + cost.fill_drain_cycles

@@ -58,6 +58,8 @@ __all__ = [
     "BitFusionConfig",
     "BitFusionCost",
     "BitFusionLayer",
+    "BUFFERS",
+    "clear_cache",
     "layer_cost",
     "layer_cycles",
     "layer_from_profile_row",
@@ -102,6 +104,17 @@ class BitFusionConfig:
     acc_bits: int = 32  # partial sums held in the output buffer
     dram_bits_per_cycle: int = 128
     double_buffered: bool = True  # only half of each SRAM holds a tile
+
+    def validate(self) -> None:
+        """Raise InputError for a configuration the model cannot use."""
+        for name in (
+            "rows", "cols", "max_bits", "min_bits", "wgt_sram_bytes", "act_sram_bytes",
+            "out_sram_bytes", "acc_bits", "dram_bits_per_cycle",
+        ):  # fmt: skip
+            if getattr(self, name) < 1:
+                raise InputError(f"BitFusionConfig: {name} must be >= 1, got {getattr(self, name)}")
+        if self.min_bits > self.max_bits:
+            raise InputError("BitFusionConfig: min_bits must not exceed max_bits")
 
     def capacity_bits(self) -> tuple[int, int, int]:
         """Usable bits per buffer, in ``BUFFERS`` order."""
@@ -265,6 +278,11 @@ def layer_cost(
     return _layer_cost_cached(layer, int(abits), int(wbits), config or BitFusionConfig())
 
 
+def clear_cache() -> None:
+    """Forget memoised results (for timing the search, or to free memory)."""
+    _layer_cost_cached.cache_clear()
+
+
 # ---------------------------------------------------------------------------
 # implementation
 
@@ -303,6 +321,7 @@ def _layer_cost_cached(
     layer: BitFusionLayer, abits: int, wbits: int, cfg: BitFusionConfig
 ) -> BitFusionCost:
     layer.validate()
+    cfg.validate()
     pf = precision_factor(abits, wbits, cfg)
     s = _shape(layer)
     cand = _candidates(s, abits, wbits, pf, cfg)
@@ -311,38 +330,64 @@ def _layer_cost_cached(
             f"BitFusion: no tiling of {layer} fits the SRAMs "
             f"({cfg.wgt_sram_bytes}/{cfg.act_sram_bytes}/{cfg.out_sram_bytes} bytes)"
         )
-    tiles, ntiles, blocks, compute, lower = cand
-    orders = _distinct_orders(tuple(bool((ntiles[:, i] > 1).any()) for i in range(5)))
+    c = cand
     cap = cfg.capacity_bits()
+    bw = cfg.dram_bits_per_cycle
+    # A buffer's traffic is at most its block times the number of tiles; past
+    # int64 the vectorised search would wrap around, so such (absurdly large)
+    # layers take the exact but slow Python-integer path. Checked in floats.
+    worst = c.blocks.sum(axis=1) * 2.0 * np.prod(c.ntiles.astype(np.float64), axis=1)
+    if float(worst.max()) >= _INT64_SAFE:
+        return _search_scalar(s, c.tiles, abits, wbits, pf, cfg)
+    orders = _distinct_orders(tuple(bool((c.ntiles[:, i] > 1).any()) for i in range(5)))
 
-    # Branch and bound: walk the tilings exactly in chunks of increasing
-    # lower bound, dropping those whose bound cannot beat the best so far.
+    # Branch and bound: rank the tilings by a cheap lower bound, walk them
+    # exactly (all distinct orders at once) in growing chunks, and drop those
+    # whose bound cannot beat the best so far. After the first chunk the
+    # survivors get the sharper two-level bound.
+    lower = np.maximum(c.lower, -(-_traffic_lower_bound(c.ntiles, c.whole, cap, 1) // bw))
     rank = np.argsort(lower, kind="stable")
     best_cyc, best_t, best_o = -1, -1, -1
-    chunk = 16
+    chunk, refined = 16, False
     while rank.size:
         part, rank = rank[:chunk], rank[chunk:]
-        cyc, t, o = _best_schedule(ntiles[part], blocks[part], compute[part], orders, cap, cfg)
+        cyc, t, o = _best_schedule(
+            c.ntiles[part], c.blocks[part], c.compute[part], orders, cap, cfg
+        )
         if best_cyc < 0 or cyc < best_cyc:
             best_cyc, best_t, best_o = cyc, int(part[t]), o
         rank = rank[lower[rank] < best_cyc]
+        if not refined and rank.size:
+            refined = True
+            two = -(-_traffic_lower_bound(c.ntiles[rank], c.whole[rank], cap, 2) // bw)
+            lower[rank] = np.maximum(lower[rank], two)
+            rank = rank[lower[rank] < best_cyc]
+            rank = rank[np.argsort(lower[rank], kind="stable")]
         chunk *= 2
 
-    tile = tuple(int(x) for x in tiles[best_t])
+    tile = tuple(int(x) for x in c.tiles[best_t])
     order = tuple(LOOPS[i] for i in orders[best_o])
     cost = _schedule_cost(s, tile, order, abits, wbits, pf, cfg)  # plain-int recomputation
     assert cost is not None and cost.cycles == best_cyc, "vectorised and scalar models disagree"
     return cost
 
 
+@dataclass(frozen=True)
+class _Candidates:
+    """The tilings that fit, one row each (arrays of int64)."""
+
+    tiles: np.ndarray  # (T, 5) tile size per loop
+    ntiles: np.ndarray  # (T, 5) number of tiles per loop
+    blocks: np.ndarray  # (T, 3) bits of one tile per buffer
+    whole: np.ndarray  # (T, 3) bits of the whole tensor per buffer
+    compute: np.ndarray  # (T,) compute cycles
+    lower: np.ndarray  # (T,) compute + fill + drain lower bound on cycles
+
+
 def _candidates(
     s: _Shape, abits: int, wbits: int, pf: int, cfg: BitFusionConfig
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None:
-    """All tilings that fit, with tile counts, block sizes, compute, bounds.
-
-    Returns (tiles (T,5), ntiles (T,5), blocks (T,3) bits, compute (T,),
-    lower bound on cycles (T,)), or None if no tiling fits.
-    """
+) -> _Candidates | None:
+    """All tilings that fit (None if none does)."""
     b_v = _pow2_tiles(s.batch)
     o_v = _pow2_tiles(s.o)
     ic_v = _pow2_tiles(s.ic)
@@ -383,39 +428,65 @@ def _candidates(
         per_tile = b * oc_cols * o * o * k * k * -(-ic // red)
     compute = per_tile * nb * no * no * nic * noc
 
-    # Lower bound on cycles valid for every loop order (prunes the search):
-    #   cycles >= compute + fill + drain, and fill >= one block per buffer;
-    #   cycles >= ceil(traffic / bw). Each buffer moves at least its whole
-    #   tensor (block x the loops it depends on). Moreover the outermost loop
-    #   with more than one tile re-fetches every tensor that does not depend
-    #   on it and does not fit whole in its buffer, so the cheapest choice of
-    #   that loop adds a known minimum.
+    # cycles >= compute + fill + drain, and fill >= one block per buffer
     bw = cfg.dram_bits_per_cycle
-    lb1 = compute + -(-(wgt + act + out) // bw) + -(-out // bw)
-    w_all = wgt * nic * noc
-    a_all = act * nb * no * no * nic
-    o_all = out * nb * no * no * noc
-    big = np.iinfo(np.int64).max // 4
-    # extra traffic if the outermost real loop is B / OW,OH / IC / OC
-    w_over = np.where(w_all > cap[0], w_all, 0)
-    extra = np.minimum(
-        np.minimum(
-            np.where(nb > 1, w_over * (nb - 1), big),
-            np.where(no > 1, w_over * (no - 1), big),
-        ),
-        np.minimum(
-            np.where(nic > 1, np.where(o_all > cap[2], 2 * o_all * (nic - 1), 0), big),
-            np.where(noc > 1, np.where(a_all > cap[1], a_all * (noc - 1), 0), big),
-        ),
-    )
-    extra = np.where(extra == big, 0, extra)  # a single tile: nothing re-fetched
-    traffic = w_all + a_all + 2 * o_all + extra
-    lower = np.maximum(lb1, -(-traffic // bw))
+    lower = compute + -(-(wgt + act + out) // bw) + -(-out // bw)
 
     tiles = np.stack([b, o, o, ic, oc], axis=1)
     ntiles = np.stack([nb, no, no, nic, noc], axis=1)
     blocks = np.stack([wgt, act, out], axis=1)
-    return tiles, ntiles, blocks, compute, lower
+    # each buffer's whole tensor: its block times the tile counts of its loops
+    whole = np.stack([wgt * nic * noc, act * nb * no * no * nic, out * nb * no * no * noc], axis=1)
+    return _Candidates(tiles, ntiles, blocks, whole, compute, lower)
+
+
+# Above this the vectorised int64 search could overflow.
+_INT64_SAFE = float(1 << 61)
+
+_PAIRS = np.array([(i, j) for i in range(5) for j in range(5) if i != j], dtype=np.intp)
+_DEP_ARRAY = np.array(_DEPENDS, dtype=bool)
+_READ_WRITE = (1, 1, 2)  # outputs (partial sums) go both ways
+
+
+def _traffic_lower_bound(
+    ntiles: np.ndarray, whole: np.ndarray, cap: tuple[int, int, int], levels: int
+) -> np.ndarray:
+    """DRAM traffic (bits) that no loop order can go below, per tiling.
+
+    Only loops with more than one tile ("real" loops) do anything, so look at
+    the outermost real loop L1 and, with ``levels=2``, the next one in, L2.
+    A buffer that does not depend on L1 is re-fetched n(L1) times iff its
+    whole tensor overflows the buffer; one that does not depend on L2 is
+    re-fetched n(L2) times iff the part of its tensor inside L1 overflows.
+    Loops further in can only add traffic, so the cheapest choice of the
+    outer loop(s) bounds every order. ``whole`` is (T, 3) tensor bits.
+    """
+    big = np.iinfo(np.int64).max // 4
+    real = ntiles > 1
+    n_real = real.sum(axis=1)
+    rw = np.array(_READ_WRITE, dtype=np.int64)
+    # one level: L1 is any real loop
+    single = np.zeros(ntiles.shape, dtype=np.int64)
+    for buf in range(3):
+        full = whole[:, buf : buf + 1]
+        single += rw[buf] * full * np.where(~_DEP_ARRAY[buf] & (full > cap[buf]), ntiles, 1)
+    if levels == 1:
+        best = np.where(real, single, big).min(axis=1)
+    else:
+        l1, l2 = _PAIRS[:, 0], _PAIRS[:, 1]
+        n1, n2 = ntiles[:, l1], ntiles[:, l2]  # (T, 20)
+        pair = np.zeros(n1.shape, dtype=np.int64)
+        for buf in range(3):
+            full = whole[:, buf : buf + 1]
+            d1, d2 = _DEP_ARRAY[buf, l1], _DEP_ARRAY[buf, l2]
+            m1 = np.where(~d1 & (full > cap[buf]), n1, 1)
+            inside = np.where(d1, full // n1, full)  # the tensor below L1
+            m2 = np.where(~d2 & (inside > cap[buf]), n2, 1)
+            pair += rw[buf] * full * m1 * m2
+        best = np.where(real[:, l1] & real[:, l2], pair, big).min(axis=1)
+        # a tiling with a single real loop has no L2
+        best = np.minimum(best, np.where(real & (n_real == 1)[:, None], single, big).min(axis=1))
+    return np.where(n_real == 0, (whole * rw).sum(axis=1), best)
 
 
 @functools.lru_cache(maxsize=64)
@@ -476,6 +547,21 @@ def _best_schedule(
     cycles = comp + np.maximum(0, middle - comp) + -(-fill // bw) + -(-drain // bw)
     p, t = np.unravel_index(int(np.argmin(cycles)), cycles.shape)
     return int(cycles[p, t]), int(t), int(p)
+
+
+def _search_scalar(
+    s: _Shape, tiles: np.ndarray, abits: int, wbits: int, pf: int, cfg: BitFusionConfig
+) -> BitFusionCost:
+    """Exhaustive search in Python integers (no overflow; slow, rarely needed)."""
+    best: BitFusionCost | None = None
+    for row in tiles:
+        tile = tuple(int(x) for x in row)
+        for order in itertools.permutations(LOOPS):
+            cost = _schedule_cost(s, tile, order, abits, wbits, pf, cfg)  # type: ignore[arg-type]
+            if cost is not None and (best is None or cost.cycles < best.cycles):
+                best = cost
+    assert best is not None  # every candidate tile fits
+    return best
 
 
 def schedule_cost(
