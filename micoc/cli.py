@@ -28,7 +28,33 @@ class Settings:
 pass_settings = click.make_pass_decorator(Settings)
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+def _bump_verbose(ctx: click.Context, _param: click.Parameter, value: int) -> None:
+    if value:
+        ctx.find_object(Settings).verbose += value  # type: ignore[union-attr]
+
+
+def _set_debug(ctx: click.Context, _param: click.Parameter, value: bool) -> None:
+    if value:
+        ctx.find_object(Settings).debug = True  # type: ignore[union-attr]
+
+
+class MicocCommand(click.Command):
+    """Every subcommand also accepts -v and --debug after its name (`micoc opt x.onnx -v`)."""
+
+    def __init__(self, *args, **kwargs) -> None:  # type: ignore[no-untyped-def]
+        super().__init__(*args, **kwargs)
+        self.params.append(click.Option(["-v", "--verbose"], count=True, expose_value=False,
+                                        callback=_bump_verbose, help="Say more."))
+        self.params.append(click.Option(["--debug"], is_flag=True, expose_value=False,
+                                        callback=_set_debug, help="Show Python tracebacks for errors."))
+
+
+class MicocGroup(click.Group):
+    command_class = MicocCommand
+    group_class = type
+
+
+@click.group(cls=MicocGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("-v", "--verbose", count=True, help="Say more (pipeline, timings).")
 @click.option("--debug", is_flag=True, help="Show Python tracebacks for errors.")
 @click.version_option(package_name="micoc")
@@ -120,6 +146,255 @@ def list_passes() -> None:
     for name, cls in sorted(available_passes().items()):
         opts = ", ".join(f"{f.name}={f.default!r}" for f in dataclasses.fields(cls))
         click.echo(f"{name:<16} {cls.summary}" + (f"  [{opts}]" if opts else ""))
+
+
+def scheme_passes(bits: str | None, scheme: Path | None):  # type: ignore[no-untyped-def]
+    """The assign-bits pass for --bits / --scheme (exactly one of them)."""
+    from micoc.passes.assign_bits import AssignBits
+
+    if (bits is None) == (scheme is None):
+        raise click.UsageError("give exactly one of --bits (e.g. w8a8) or --scheme FILE.json")
+    return AssignBits(scheme=scheme, bits=bits or "")
+
+
+def quantize_pipeline(bits: str | None, scheme: Path | None, calib: Path, method: str, samples: int):  # type: ignore[no-untyped-def]
+    """canonicalize, assign-bits, calibrate, quantize: the float-to-integer pipeline."""
+    from micoc.passes.calibrate import Calibrate
+    from micoc.passes.canonicalize import Canonicalize
+    from micoc.passes.quantize import Quantize
+
+    return [Canonicalize(), scheme_passes(bits, scheme), Calibrate(data=calib, method=method, samples=samples),
+            Quantize()]
+
+
+@cli.command()
+@click.argument("model", type=click.Path(path_type=Path))
+@click.option("--calib", required=True, type=click.Path(path_type=Path),
+              help="Calibration data (.npz keyed by input name, or .npy); dim 0 holds the samples.")
+@click.option("--bits", default=None, metavar="wWaA", help="Uniform bits for every layer, e.g. w8a8.")
+@click.option("--scheme", type=click.Path(path_type=Path), default=None,
+              help='Per-layer bits: JSON {"layer": {"w": bits, "a": bits}} (see `micoc inspect`).')
+@click.option("--calib-method", type=click.Choice(["minmax", "percentile", "mse"]), default="minmax",
+              show_default=True)
+@click.option("--calib-samples", type=int, default=0, help="Use only the first N calibration samples.")
+@click.option("-o", "--output", required=True, type=click.Path(path_type=Path), help="Output .mir (+ .npz weights).")
+@pipeline_options
+@pass_settings
+def quantize(settings: Settings, model: Path, calib: Path, bits: str | None, scheme: Path | None,
+             calib_method: str, calib_samples: int, output: Path, **popts: object) -> None:
+    """Quantize MODEL to integer-only IR at the given bits."""
+    from micoc.frontends.loader import load_model
+    from micoc.ir.printer import save_mir
+    from micoc.passes import PassManager
+
+    pm = PassManager(quantize_pipeline(bits, scheme, calib, calib_method, calib_samples), make_context(**popts))  # type: ignore[arg-type]
+    settings.log(f"pipeline: {pm.pipeline_string()}")
+    graph = load_model(model)
+    pm.run(graph)
+    save_mir(graph, output)
+    settings.log(f"wrote {output}")
+
+
+@cli.command()
+@click.argument("model", type=click.Path(path_type=Path))
+@click.option("--bits", default=None, metavar="wWaA", help="Show costs at uniform bits (default: the model's, else w8a8).")
+@click.option("--scheme", type=click.Path(path_type=Path), default=None, help="Show costs at a scheme file's bits.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+def inspect(model: Path, bits: str | None, scheme: Path | None, as_json: bool) -> None:
+    """Per-layer table (stable name, op, shape, MACs, params, bits, weight bytes) that scheme files refer to."""
+    import json
+
+    from micoc.analysis import layer_table
+    from micoc.frontends.loader import load_model
+    from micoc.passes import PassManager
+
+    graph = load_model(model)
+    PassManager.from_string("canonicalize").run(graph)
+    table = layer_table(graph)
+    if bits is not None or scheme is not None:
+        pm = PassManager([scheme_passes(bits, scheme)])
+        pm.run(graph)
+    assigned = {op.layer: (op.attrs["wbits"] or 8, op.attrs["abits"] or 8) for op in graph.layers()}
+    rows = []
+    for info in table.layers:
+        cost = info.cost(*assigned[info.name])
+        rows.append({"name": info.name, "op": info.op, "shape": list(info.out_shape), "macs": info.macs,
+                     "params": info.params, "wbits": cost.wbits, "abits": cost.abits,
+                     "weight_bytes": cost.weight_bytes})
+    if as_json:
+        click.echo(json.dumps({"model": str(model), "layers": rows}, indent=2))
+        return
+    header = ["layer", "op", "shape", "MACs", "params", "wbits", "abits", "weight bytes"]
+    cells = [[r["name"], r["op"], "x".join(map(str, r["shape"])), f"{r['macs']:,}", f"{r['params']:,}",
+              str(r["wbits"]), str(r["abits"]), f"{r['weight_bytes']:,}"] for r in rows]
+    cells.append(["total", "", "", f"{sum(r['macs'] for r in rows):,}", f"{sum(r['params'] for r in rows):,}",
+                  "", "", f"{sum(r['weight_bytes'] for r in rows):,}"])
+    echo_table(header, cells, right={3, 4, 5, 6, 7})
+
+
+def echo_table(header: list[str], rows: list[list[str]], right: set[int]) -> None:
+    widths = [max([len(h)] + [len(r[i]) for r in rows]) for i, h in enumerate(header)]
+
+    def fmt(cells: list[str]) -> str:
+        return "  ".join(c.rjust(w) if i in right else c.ljust(w)
+                         for i, (c, w) in enumerate(zip(cells, widths, strict=True))).rstrip()
+
+    click.echo(fmt(header))
+    click.echo("  ".join("-" * w for w in widths))
+    for r in rows:
+        click.echo(fmt(r))
+
+
+# ---------------------------------------------------------------------------
+# Cost estimation and latency profiles (estimate, profile fit, profile check)
+
+
+def _cost_bits_and_scheme(bits: str | None, scheme_path: Path | None) -> tuple[tuple[int, int], dict[str, tuple[int, int]]]:
+    from micoc.analysis import DEFAULT_BITS, parse_bits
+    from micoc.cost.model import read_scheme_file
+
+    default = parse_bits(bits) if bits else DEFAULT_BITS
+    scheme = read_scheme_file(scheme_path) if scheme_path is not None else {}
+    return default, scheme
+
+
+def _cost_echo_table(header: list[str], rows: list[list[str]], right: set[int]) -> None:
+    widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(header)]
+
+    def fmt(cells: list[str]) -> str:
+        return "  ".join(c.rjust(w) if i in right else c.ljust(w) for i, (c, w) in enumerate(zip(cells, widths, strict=True))).rstrip()
+
+    click.echo(fmt(header))
+    click.echo("  ".join("-" * w for w in widths))
+    for r in rows:
+        click.echo(fmt(r))
+
+
+@cli.command()
+@click.argument("model", type=click.Path(path_type=Path))
+@click.option("--target", required=True, type=click.Choice(["vexii", "bitfusion", "bops"]),
+              help="Cost model: vexii (fitted proxies), bitfusion (exact model), bops (baseline).")
+@click.option("--config", default=None, help="vexii CPU configuration: small, high (default) or cacheless.")
+@click.option("--bits", default=None, metavar="wWaA", help="Bits of every layer not in --scheme, e.g. w4a8 (default w8a8).")
+@click.option("--scheme", "scheme_path", type=click.Path(path_type=Path), default=None,
+              help='JSON scheme {layer: {"w": bits, "a": bits}}.')
+@click.option("--batch", type=int, default=None, help="bitfusion: batch size (default: the model's, 1).")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of a table.")
+def estimate(model: Path, target: str, config: str | None, bits: str | None, scheme_path: Path | None,
+             batch: int | None, as_json: bool) -> None:
+    """Per-layer cost table of MODEL (.onnx or .mir) at a bit scheme on a target."""
+    import json
+
+    from micoc.cost.model import make_model
+    from micoc.errors import InputError
+    from micoc.frontends.loader import load_model
+
+    if batch is not None and target != "bitfusion":
+        raise click.UsageError("--batch applies to --target bitfusion only")
+    default, scheme = _cost_bits_and_scheme(bits, scheme_path)
+    graph = load_model(model)
+    cost = make_model(target, graph, config, batch=batch)
+    try:
+        est = cost.estimate(scheme, default)
+    except InputError as e:
+        if scheme_path is not None and e.where is None:
+            raise InputError(e.message, where=str(scheme_path)) from None
+        raise
+    if as_json:
+        click.echo(json.dumps({"model": str(model), **est.to_dict()}, indent=2))
+        return
+    unit = est.unit
+    header = ["layer", "op", "shape", "MACs", "BOPs", "wbits", "abits", unit]
+    rows = [
+        [r.name, r.op, r.shape, f"{r.macs:,}", f"{r.bops:,}",
+         "" if r.wbits is None else str(r.wbits), "" if r.abits is None else str(r.abits),
+         f"{round(r.cycles):,}"]
+        for r in est.rows
+    ]
+    rows.append(["total", "", "", f"{est.total_macs:,}", f"{est.total_bops:,}", "", "", f"{round(est.total_cycles):,}"])
+    where = est.target + (f"/{est.config}" if est.config else "")
+    click.echo(f"{graph.name}: {len(cost.layer_names)} layers, target {where}, {unit}")
+    _cost_echo_table(header, rows, right={3, 4, 5, 6, 7})
+
+
+@cli.group()
+def profile() -> None:
+    """Latency profiles: fit proxies to measured CSVs, check a cost model against them."""
+
+
+@profile.command("fit")
+@click.option("--target", required=True, type=click.Choice(["vexii"]), help="Target whose proxies to fit.")
+@click.option("--config", default="high", show_default=True, help="Configuration recorded in the bundle.")
+@click.option("--kind", required=True, type=click.Choice(["matmul", "linear", "conv2d", "pool"]),
+              help="Kind of kernel the CSVs time.")
+@click.option("--csv", "csv_paths", required=True, multiple=True, type=click.Path(path_type=Path),
+              help="Profile CSV (repeat for several files of one kind).")
+@click.option("-o", "--output", type=click.Path(path_type=Path), default=None,
+              help="Write the parameter bundle here (default: print it).")
+def profile_fit(target: str, config: str, kind: str, csv_paths: tuple[Path, ...], output: Path | None) -> None:
+    """Fit every latency proxy (bops, cbops, cbops+shape) to profile CSVs."""
+    import tempfile
+
+    from micoc.cost.profiles import read_profiles
+    from micoc.cost.proxies import PROXIES, fit_proxy, save_bundle
+
+    prof = read_profiles(list(csv_paths), kind)
+    fitted = [fit_proxy(kind, name, list(csv_paths), profile=prof) for name in PROXIES]
+    for fp in fitted:
+        m = fp.provenance["fit_metrics"]
+        click.echo(f"{fp.name:<12} {len(prof)} rows  in-sample R^2 {m['r2']:.4f}  MAPE {m['mape']:.2f}%  "
+                   f"Spearman {m['spearman']:.4f}", err=True)
+    if output is not None:
+        save_bundle(output, fitted, target=target, config=config)
+        click.echo(f"wrote {output}", err=True)
+        return
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "params.json"
+        save_bundle(path, fitted, target=target, config=config)
+        click.echo(path.read_text(encoding="utf-8"), nl=False)
+
+
+@profile.command("check")
+@click.option("--target", required=True, type=click.Choice(["vexii", "bitfusion"]), help="Cost model to check.")
+@click.option("--config", default=None, help="vexii CPU configuration (default high).")
+@click.option("--kind", required=True, type=click.Choice(["matmul", "linear", "conv2d", "pool"]),
+              help="Kind of kernel the CSVs time (bitfusion: matmul or conv2d).")
+@click.option("--csv", "csv_paths", required=True, multiple=True, type=click.Path(path_type=Path),
+              help="Profile CSV (repeat for several files of one kind).")
+@click.option("--proxy", default=None, help="vexii: which proxy (bops, cbops, cbops+shape; default cbops+shape).")
+@click.option("--params", "params_path", type=click.Path(path_type=Path), default=None,
+              help="vexii: a bundle from `profile fit` instead of the shipped parameters.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+def profile_check(target: str, config: str | None, kind: str, csv_paths: tuple[Path, ...], proxy: str | None,
+                  params_path: Path | None, as_json: bool) -> None:
+    """Compare a cost model's predictions with measured profile rows."""
+    import json
+
+    from micoc.cost import metrics
+    from micoc.cost.model import check_profile
+
+    pred, prof, label = check_profile(target, kind, list(csv_paths), config=config, proxy=proxy,
+                                      params=params_path)
+    res = {
+        "target": target,
+        "config": config if target != "vexii" else (config or "high"),
+        "kind": kind,
+        "model": label,
+        "files": [str(p) for p in csv_paths],
+        "rows": len(prof),
+        "r2": metrics.r2(pred, prof.time),
+        "mape": metrics.mape(pred, prof.time) / 100.0,  # a fraction in JSON
+        "spearman": metrics.spearman(pred, prof.time),
+        "exact_fraction": metrics.exact_fraction(pred, prof.time),
+    }
+    if as_json:
+        click.echo(json.dumps(res, indent=2))
+        return
+    click.echo(f"{label} on {', '.join(p.name for p in csv_paths)}: {res['rows']} rows")
+    click.echo(f"  R^2       {res['r2']:.6f}")
+    click.echo(f"  MAPE      {100 * res['mape']:.3f} %")
+    click.echo(f"  Spearman  {res['spearman']:.6f}")
+    click.echo(f"  exact     {res['exact_fraction']:.4f}")
 
 
 def main(argv: list[str] | None = None) -> int:

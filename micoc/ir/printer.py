@@ -263,6 +263,7 @@ def save_mir(g: Graph, path: str | os.PathLike[str]) -> None:
     path = Path(path)
     npz_path = path.with_suffix(".npz")
     text = print_graph(g, weights_file=npz_path.name)
+    path.parent.mkdir(parents=True, exist_ok=True)
     tmp_mir = _temp_beside(path)
     tmp_npz = _temp_beside(npz_path)
     try:
