@@ -246,6 +246,33 @@ def test_constant_nodes_and_reference_evaluator_folding() -> None:
     np.testing.assert_array_equal(g.ops[0].operands[1].data, [[0.0, 0.5, 1.0, 1.5]])
 
 
+def test_castlike_and_expand_from_dynamo_exports() -> None:
+    # Unoptimized dynamo exports write a constant CastLike'd to the input's type, then Expand.
+    nodes = [
+        helper.make_node("CastLike", ["zero", "x"], ["z"]),
+        helper.make_node("Expand", ["z", "shp"], ["zz"]),
+        helper.make_node("Add", ["x", "zz"], ["a"]),
+        helper.make_node("Expand", ["a", "shp2"], ["y"]),  # run-time Expand: add of zeros
+    ]
+    inits = {
+        "zero": np.array(0.25, dtype=np.float64),
+        "shp": np.array([3], dtype=np.int64),
+        "shp2": np.array([2, 1, 3], dtype=np.int64),
+    }
+    g = check(make_model(nodes, {"x": [1, 3]}, ["y"], inits), {"x": rand(1, 3)})
+    assert opnames(g) == ["add", "add"] and g.outputs[0].type.shape == (2, 1, 3)
+
+
+def test_local_functions_are_inlined() -> None:
+    body = [helper.make_node("Relu", ["a"], ["t"]), helper.make_node("Add", ["t", "t"], ["b"])]
+    f = helper.make_function("local", "TwiceRelu", ["a"], ["b"], body, [helper.make_opsetid("", 17)])
+    m = make_model([helper.make_node("TwiceRelu", ["x"], ["y"], domain="local")], {"x": [1, 3]}, ["y"])
+    m.opset_import.append(helper.make_opsetid("local", 1))
+    m.functions.append(f)
+    g = check(m, {"x": rand(1, 3)})
+    assert opnames(g) == ["relu", "add"]
+
+
 def test_unsqueeze_squeeze_dynamic_become_reshape() -> None:
     nodes = [
         helper.make_node("Unsqueeze", ["x", "ax"], ["u"]),

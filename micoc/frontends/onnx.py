@@ -29,6 +29,7 @@ from typing import Any
 
 import numpy as np
 import onnx
+import onnx.inliner
 from onnx import TensorProto, helper, numpy_helper
 
 from micoc.errors import InputError, MicocError, UnsupportedError, VerificationError
@@ -74,6 +75,13 @@ def import_onnx(path_or_model: str | os.PathLike[str] | onnx.ModelProto, *, name
         base_dir, stem = str(path.resolve().parent), path.stem
     _check_external_data(model, base_dir, where)
     graph_name = name or _graph_name(model, stem)
+    if model.functions:
+        # Model-local functions (e.g. unoptimized dynamo exports): inline them
+        # so every node is a standard op.
+        try:
+            model = onnx.inliner.inline_local_functions(model)
+        except Exception as e:  # noqa: BLE001 - a broken function body is bad input
+            raise InputError(f"cannot inline the model's local functions: {e}", where) from None
     return _Importer(model, graph_name, base_dir, where).run()
 
 
@@ -583,7 +591,7 @@ def _gemm(n: _Node) -> None:
         wv = n.value(1) if (trans_b and alpha == 1.0) else n.new_const(n.inputs[1], np.ascontiguousarray(w))
         operands = [a, wv]
         out_features = w.shape[0]
-        if n.is_const(2):
+        if n.is_const(2) and beta != 0.0:
             c = _as_f32(n.const(2)) * np.float32(beta) if beta != 1.0 else _as_f32(n.const(2))
             if c.size == 1 or c.shape in ((out_features,), (1, out_features)):
                 # A bias broadcast over rows is linear's own bias operand.
@@ -858,6 +866,34 @@ def _cast(n: _Node) -> None:
     n.alias()  # run-time tensors are f32 already
 
 
+def _cast_like(n: _Node) -> None:
+    # Run-time tensors are f32, so the target type is f32 when input 1 is one.
+    target = n.const(1).dtype if n.is_const(1) else np.dtype(np.float32)
+    if n.is_const(0):  # a constant cast to the type of a run-time tensor (dynamo exports)
+        n.set_const(0, np.asarray(n.const(0)).astype(target))
+    elif target == np.float32:
+        n.alias()
+    else:
+        raise _Unsupported(f"cast of a run-time tensor to {target}")
+
+
+def _expand(n: _Node) -> None:
+    x = n.dyn(0)
+    shape = _ints(n.const(1, "the target shape"))
+    rank = max(len(shape), x.type.rank)
+    src = (1,) * (rank - x.type.rank) + x.type.shape
+    tgt = [1] * (rank - len(shape)) + shape
+    out = tuple(s if t == 1 else t for s, t in zip(src, tgt, strict=True))
+    if any(s not in (1, o) for s, o in zip(src, out, strict=True)):
+        raise InputError(f"cannot expand {list(x.type.shape)} to {shape}")
+    if out == x.type.shape:
+        n.alias()
+        return
+    # micoc has no broadcast op: adding zeros of the target shape broadcasts exactly.
+    zeros = n.new_const(f"{n.loc}.zeros", np.zeros(out, dtype=np.float32))
+    n.set(0, n.emit("add", [x, zeros]))
+
+
 def _squeeze_axes(n: _Node, rank: int) -> list[int] | None:
     if n.opset >= 13:
         return _ints(n.const(1, "axes")) if n.has(1) else None
@@ -928,6 +964,8 @@ _MAPPERS: dict[str, Callable[[_Node], None]] = {
     "Dropout": _dropout,
     "Identity": _identity,
     "Cast": _cast,
+    "CastLike": _cast_like,
+    "Expand": _expand,
     "Unsqueeze": _unsqueeze,
     "Squeeze": _squeeze,
     "Shape": _shape,
