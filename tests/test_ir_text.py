@@ -547,3 +547,31 @@ def test_garbage_gives_parse_error_not_a_crash(text: str) -> None:
         parse_mir(text)
     except ParseError as e:
         assert re.match(r"<string>:\d+:\d+$", e.where or "")
+
+
+VALID_TEXTS = [p.read_text() for p in sorted((GOLDEN / "roundtrip").glob("*.mir"))]
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.sampled_from(VALID_TEXTS), st.lists(st.tuples(st.integers(0, 10**6), st.integers(0, 3),
+                                                         st.sampled_from(list('%@[](){}<>,=:" .-0x\\n'))),
+                                               min_size=1, max_size=4))
+def test_mutated_files_give_parse_errors_only(text: str, edits: list[tuple[int, int, str]]) -> None:
+    """Small edits of valid files either still parse or give a located ParseError
+    (never a lark exception, KeyError, numpy error, ...)."""
+    for pos, kind, ch in edits:
+        pos %= len(text)
+        if kind == 0:
+            text = text[:pos] + text[pos + 1:]
+        elif kind == 1:
+            text = text[:pos] + ch + text[pos:]
+        else:
+            text = text[:pos] + ch + text[pos + 1:]
+    weights = {k: v for ws in GOLDEN_WEIGHTS.values() for k, v in ws.items()}
+    try:
+        g = parse_mir(text, weights=weights)
+    except ParseError as e:
+        assert re.match(r"<string>:\d+:\d+$", e.where or ""), e.where
+    else:
+        verify(g)
+        assert print_graph(parse_mir(print_graph(g), weights=weights)) == print_graph(g)

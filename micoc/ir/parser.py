@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 from collections.abc import Iterator, Mapping
 from pathlib import Path
@@ -404,7 +405,16 @@ class _GraphReader:
             )
         dtype = numpy_dtype(t)
         if dtype == np.float32:
-            return np.array([float(tok.value) for tok in toks], dtype=np.float32).reshape(t.shape)
+            vals = [float(tok.value) for tok in toks]
+            with np.errstate(over="ignore"):
+                arr = np.array(vals, dtype=np.float32).reshape(t.shape)
+            for tok, x, y in zip(toks, vals, arr.ravel().tolist(), strict=True):
+                if math.isinf(y) and not math.isinf(x):
+                    raise self.error(tok, f"constant {name_tok.value}: {tok.value} is out of f32 range")
+            # `-nan` would keep its sign bit, which the printer cannot show
+            # inline; every NaN literal means the canonical NaN.
+            arr[np.isnan(arr)] = np.nan
+            return arr
         for tok in toks:
             if tok.type != "INT":
                 raise self.error(tok, f"constant {name_tok.value}: type {t.elem} needs integers, got {tok.value}")
