@@ -273,6 +273,20 @@ def test_local_functions_are_inlined() -> None:
     assert opnames(g) == ["relu", "add"]
 
 
+@pytest.mark.parametrize(
+    ("indices", "axis", "ops"),
+    [
+        (2, 1, ["slice", "reshape"]),  # scalar index drops the axis
+        ([3, 2, 1, 0], 1, ["slice"]),  # a progression is one strided slice
+        ([[0, 3], [1, 1]], -1, ["slice"] * 4 + ["concat", "reshape"]),
+    ],
+)
+def test_gather_with_constant_indices_becomes_slices(indices, axis: int, ops: list[str]) -> None:
+    node = helper.make_node("Gather", ["x", "i"], ["y"], axis=axis)
+    m = make_model([node], {"x": [2, 4, 4]}, ["y"], {"i": np.array(indices, dtype=np.int64)})
+    assert opnames(check(m, {"x": rand(2, 4, 4)})) == ops
+
+
 def test_unsqueeze_squeeze_dynamic_become_reshape() -> None:
     nodes = [
         helper.make_node("Unsqueeze", ["x", "ax"], ["u"]),

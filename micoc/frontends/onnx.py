@@ -355,7 +355,7 @@ class _Importer:
         except _Unsupported as e:
             self.unsupported.append(f"{node.op_type} '{loc}': {e}")
             self.poisoned.update(node.output)
-        except VerificationError as e:  # micoc's shape inference rejected the node
+        except (VerificationError, InputError) as e:  # shape inference or a mapper rejected the node
             raise InputError(f"node '{loc}' ({node.op_type}): {e.message}", self.where) from None
         except MicocError:
             raise
@@ -926,6 +926,33 @@ def _squeeze(n: _Node) -> None:
     n.set(0, n.reshape(x, [d for i, d in enumerate(s) if i not in drop]))
 
 
+def _gather(n: _Node) -> None:
+    """Gather of a run-time tensor with constant indices, as slices (micoc has no gather op)."""
+    x = n.dyn(0)
+    shape = x.type.shape
+    ax = _norm_axis(int(n.attr("axis", 0)), len(shape))
+    idx = np.asarray(n.const(1, "indices")).astype(np.int64)
+    dim = shape[ax]
+    if idx.size and (idx.min() < -dim or idx.max() >= dim):
+        raise InputError(f"Gather indices {idx.tolist()} out of range for dim {dim}")
+    flat = [int(i) % dim for i in idx.reshape(-1)]
+    out_shape = list(shape[:ax]) + list(idx.shape) + list(shape[ax + 1 :])
+    if not flat:
+        raise _Unsupported("Gather with no indices")
+    step = flat[1] - flat[0] if len(flat) > 1 else 1
+    if step != 0 and flat == list(range(flat[0], flat[0] + step * len(flat), step)):
+        # An arithmetic progression is one strided slice.
+        end = flat[-1] + (1 if step > 0 else -1)
+        start, end = _onnx_slice_bounds(flat[0], end if end >= 0 else -dim - 1, step, dim)
+        parts = [n.emit("slice", [x], {"starts": [start], "ends": [end], "axes": [ax], "steps": [step]})]
+    else:
+        parts = [
+            n.emit("slice", [x], {"starts": [i], "ends": [i + 1], "axes": [ax], "steps": [1]}) for i in flat
+        ]
+    y = parts[0] if len(parts) == 1 else n.emit("concat", parts, {"axis": ax})
+    n.set(0, n.reshape(y, out_shape))
+
+
 def _shape(n: _Node) -> None:
     # Shapes are static in micoc, so Shape of a run-time tensor is a constant.
     s = n.value(0).type.shape
@@ -968,6 +995,7 @@ _MAPPERS: dict[str, Callable[[_Node], None]] = {
     "Expand": _expand,
     "Unsqueeze": _unsqueeze,
     "Squeeze": _squeeze,
+    "Gather": _gather,
     "Shape": _shape,
     "Size": _size,
 }
