@@ -294,6 +294,30 @@ def test_shape_ops() -> None:
     assert g.ops[0].opname == "reshape" and g.ops[0].attrs["shape"] == (1, 120)
 
 
+def test_getitem_applies_index_items_left_to_right() -> None:
+    class M(nn.Module):
+        def forward(self, x):
+            return x[:, 1, None, 1:]
+
+    g = check(M(), rand(1, 3, 4), ops=["slice", "reshape", "reshape", "slice"])
+    assert [op.result.type.shape for op in g.ops] == [(1, 1, 4), (1, 4), (1, 1, 4), (1, 1, 3)]
+
+
+def test_dead_code_is_dropped() -> None:
+    class M(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.unused = nn.Linear(4, 4)
+
+        def forward(self, x):
+            self.unused(x)
+            a, _ = x.chunk(2, 1)  # chunk is live: both slices stay, like ONNX Split
+            return torch.relu(a)
+
+    g = check(M(), rand(1, 4), ops=["slice", "slice", "relu"])
+    assert not g.consts
+
+
 def test_chunk_gives_slices() -> None:
     class M(nn.Module):
         def forward(self, x):

@@ -106,7 +106,22 @@ def _trace(module: nn.Module, gname: str) -> fx.GraphModule:
             f"torch.fx cannot trace {gname} (data-dependent control flow or untraceable code): "
             f"{type(e).__name__}: {_one_line(e)}"
         ) from None
-    return fx.GraphModule(tracer.root, graph, gname)
+    gm = fx.GraphModule(tracer.root, graph, gname)
+    _drop_dead_nodes(gm)
+    return gm
+
+
+def _drop_dead_nodes(gm: fx.GraphModule) -> None:
+    """Erase nodes whose results nobody uses, as both ONNX exporters do.
+
+    In-place ops are kept even when unused: they may mutate a value read
+    later, which the importer must see (and reject).
+    """
+    modules = dict(gm.named_modules())
+    for node in reversed(list(gm.graph.nodes)):
+        if node.op not in ("placeholder", "output") and not node.users and not _is_inplace(node, modules):
+            gm.graph.erase_node(node)
+    gm.recompile()
 
 
 class _Recorder(fx.Interpreter):
@@ -890,30 +905,31 @@ def _getitem(ctx: _Importer, node: fx.Node, args: tuple, kwargs: dict) -> Any:
     if Ellipsis in idx:
         k = idx.index(Ellipsis)
         idx = idx[:k] + (slice(None),) * (x.type.rank - n_axes) + idx[k + 1:]
-    out, axis, reshape = x, 0, False
+    # Left to right, one op per index item, as torch (and so both exporters)
+    # apply them: None -> unsqueeze, int -> select, slice -> one Slice per axis.
+    out, axis = x, 0
     for i in idx:
+        shape = list(out.type.shape)
         if i is None:
-            reshape = True
-            continue
-        dim = x.type.shape[axis]
-        if isinstance(i, int) and not isinstance(i, bool):
+            shape.insert(axis, 1)
+            out = ctx.op("reshape", [out], {"shape": shape})
+            axis += 1
+        elif isinstance(i, int) and not isinstance(i, bool):
+            dim = shape[axis]
             if not -dim <= i < dim:
                 raise _Unsupported(f"index {i} out of range for dim {axis} of size {dim}")
-            start, stop, step = i % dim, i % dim + 1, 1
-            reshape = True
+            out = ctx.op("slice", [out], {"starts": [i % dim], "ends": [i % dim + 1], "axes": [axis], "steps": [1]})
+            del shape[axis]
+            out = ctx.op("reshape", [out], {"shape": shape})
         elif isinstance(i, slice):
-            start, stop, step = i.indices(dim)
+            start, stop, step = i.indices(shape[axis])
             if step <= 0:
                 raise _Unsupported("non-positive slice step")
+            if (start, stop, step) != (0, shape[axis], 1):
+                out = ctx.op("slice", [out], {"starts": [start], "ends": [stop], "axes": [axis], "steps": [step]})
+            axis += 1
         else:
             raise _Unsupported(f"index of type {type(i).__name__}")
-        if (start, stop, step) != (0, dim, 1):
-            # One slice per axis, as the exporters emit one Slice per dimension.
-            out = ctx.op("slice", [out], {"starts": [start], "ends": [stop], "axes": [axis], "steps": [step]})
-        axis += 1
-    if reshape:
-        # Integer indices drop an axis and None adds one: a static reshape.
-        out = ctx.op("reshape", [out], {"shape": tuple(int(d) for d in ctx.concrete(node).shape)})
     return out
 
 
