@@ -19,10 +19,12 @@ from its published formulas:
   depend on are free (the data is reused), loops it depends on grow the
   resident block; once the block overflows, every loop further out multiplies
   the traffic.
-* ``cycles = compute + max(0, ceil(middle/bw) - compute) + fill + drain`` where
-  ``fill`` loads the first resident blocks, ``drain`` stores the last output
-  block and ``middle`` is all other traffic. The best (tiling, loop order) is
-  the one with the fewest cycles.
+* ``cycles = compute + max(0, ceil(middle/bw) - compute) + ceil(fill/bw) +
+  ceil(drain/bw)``: ``fill`` is the largest resident block of each buffer
+  (loaded before compute can start), ``drain`` the largest output block
+  (stored after it ends), ``middle`` all other DRAM traffic, which overlaps
+  with compute. The best (tiling, loop order) is the one with the fewest
+  cycles.
 
 Quirks of the reference that are kept on purpose, because they are what the
 measured profiles contain:
@@ -32,13 +34,16 @@ measured profiles contain:
   axis but not to ``cols`` along the outputs, while output tiles are padded to
   ``cols``;
 * the output-channel tiles start at 1 with im2col and at ``cols`` without;
+* a ragged last tile costs as much as a full one (tile counts are ceilings);
+* outputs are 32-bit partial sums, read from and written back to DRAM;
 * fully connected layers are a 1x1 convolution on a 1x1 image without im2col.
 
-Speed: the reference tries ~120 orders x every tiling (~1 s per layer). Here
-the tilings are scored with a cheap exact lower bound and only those whose
-bound beats the best cycles found so far get the full, numpy-vectorised walk
-over the distinct loop orders (OW and OH are interchangeable; loops with a
-single tile do nothing). The result is the exact minimum, typically in ~1 ms.
+Speed: the reference tries all 120 orders x every tiling (~1 s per layer).
+Here the tilings are ranked by a lower bound on their cycles that holds for
+every order, and only those whose bound beats the best cycles found so far
+get the full, numpy-vectorised walk over the distinct loop orders (OW and OH
+are interchangeable; loops with a single tile do nothing). The result is the
+exact minimum, typically in 1-3 ms (see BENCHMARKS.md).
 """
 
 from __future__ import annotations
@@ -134,6 +139,9 @@ class BitFusionLayer:
     profiles), ``"conv_direct"`` without it, ``"fc"`` is a 1x1 convolution on
     a 1x1 image without im2col (``in_c`` = input features, ``out_c`` =
     output features, the spatial fields must be 1 and pad 0).
+
+    Like the reference, the model takes the output as square and uses only
+    ``out_h``; ``in_w`` (hence ``out_w``) does not change the cycles.
     """
 
     batch: int
@@ -223,7 +231,8 @@ class BitFusionCost:
 
     @property
     def dram_bytes(self) -> int:
-        return (sum(self.dram_read_bits) + self.dram_write_bits) // 8
+        """All DRAM traffic (reads and writes), rounded up to whole bytes."""
+        return -(-(sum(self.dram_read_bits) + self.dram_write_bits) // 8)
 
 
 def layer_from_profile_row(
