@@ -17,7 +17,7 @@ torch = pytest.importorskip("torch")
 import torch.nn.functional as F  # noqa: E402
 from torch import nn  # noqa: E402
 
-from micoc.errors import UnsupportedError  # noqa: E402
+from micoc.errors import UnsupportedError, UsageError  # noqa: E402
 from micoc.frontends.fx import import_module  # noqa: E402
 from micoc.ir import Graph, verify  # noqa: E402
 
@@ -413,6 +413,14 @@ def test_inplace_op_on_a_value_read_later_is_rejected() -> None:
 
     with pytest.raises(UnsupportedError, match="mutates 'mul', which is read again"):
         import_module(M(), rand(1, 4))
+
+
+def test_graph_name_and_input_count() -> None:
+    net = nn.Sequential(nn.ReLU())
+    assert import_module(net, rand(1, 2), name="tiny").name == "tiny"
+    assert import_module(net, (rand(1, 2),)).name == "Sequential"
+    with pytest.raises(UsageError, match="takes 1 input"):
+        import_module(net, (rand(1, 2), rand(1, 2)))
 
 
 def test_data_dependent_control_flow() -> None:

@@ -106,7 +106,7 @@ def _trace(module: nn.Module, gname: str) -> fx.GraphModule:
             f"torch.fx cannot trace {gname} (data-dependent control flow or untraceable code): "
             f"{type(e).__name__}: {_one_line(e)}"
         ) from None
-    gm = fx.GraphModule(tracer.root, graph, gname)
+    gm = fx.GraphModule(tracer.root, graph)
     _drop_dead_nodes(gm)
     return gm
 
@@ -937,9 +937,10 @@ def _getattr(ctx: _Importer, node: fx.Node, args: tuple, kwargs: dict) -> Any:
     obj, attr = args
     if attr in ("shape", "ndim", "dtype", "device", "is_cuda", "requires_grad", "is_quantized"):
         return ctx.concrete(node)
-    if attr in ("T", "mT") and _is_act(obj):
-        return _t(ctx, node, (obj,), {}) if attr == "T" or obj.type.rank == 2 else _transpose(
-            ctx, node, (obj, -2, -1), {})
+    if attr == "T" and _is_act(obj):
+        return _t(ctx, node, (obj,), {})  # reverses all axes
+    if attr == "mT" and _is_act(obj) and obj.type.rank >= 2:
+        return _transpose(ctx, node, (obj, -2, -1), {})
     raise _Unsupported(f"attribute '{attr}'")
 
 
