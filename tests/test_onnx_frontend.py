@@ -549,9 +549,14 @@ def test_non_float_input_is_unsupported() -> None:
 # Example networks from both torch exporters
 # ---------------------------------------------------------------------------
 
-HAVE_EXAMPLES = importlib.util.find_spec("examples.models") is not None and importlib.util.find_spec(
-    "examples.export"
-) is not None
+def _have(module: str) -> bool:
+    try:
+        return importlib.util.find_spec(module) is not None
+    except ModuleNotFoundError:  # the parent package itself is missing
+        return False
+
+
+HAVE_EXAMPLES = _have("examples.models") and _have("examples.export")
 if HAVE_EXAMPLES:
     from examples.models import MODELS
 

@@ -547,7 +547,9 @@ def _pool(n: _Node, kind: str) -> None:
     pads = _window_pads(n, list(x0.type.shape[2:]), kernel, strides, dil)
     attrs: dict[str, Any] = {
         "kernel": _to_2d(kernel, 1), "stride": _to_2d(strides, 1), "pad": _pads_2d(pads),
-        "ceil_mode": bool(n.attr("ceil_mode", 0)),
+        # With auto_pad the spec fixes the output size (SAME: ceil(in / stride),
+        # VALID: floor mode), and the pads computed for it already give it.
+        "ceil_mode": bool(n.attr("ceil_mode", 0)) and n.attr("auto_pad", "NOTSET") in ("NOTSET", ""),
     }
     if kind == "maxpool":
         attrs["dilation"] = _to_2d(dil, 1)
