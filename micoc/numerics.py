@@ -404,15 +404,30 @@ def quantize_multipliers_common(reals: Sequence[float]) -> tuple[np.ndarray, int
 def rounding_shift(p: np.ndarray, shift: int | np.ndarray) -> np.ndarray:
     """round_half_away(p / 2^shift) exactly, for int64 |p| < 2^62 and 0 <= shift <= 62.
 
-    Integer only: magnitude, add 2^(shift-1) (0 when shift is 0), shift
-    right, restore the sign. This is the single rounding step of the
-    contract; in C: ``u = p < 0 ? -p : p; u = (u + (((int64_t)1 << s) >> 1)) >> s;``.
+    Integer only. The contract's formulation (and the C, which avoids
+    shifting negative values) is: magnitude, add 2^(shift-1) (0 when shift
+    is 0), shift right, restore the sign:
+    ``u = p < 0 ? -p : p; u = (u + (((uint64_t)1 << s) >> 1)) >> s;``.
+    numpy computes the identical value with one arithmetic shift and no
+    select: for p < 0 and s >= 1, -floor((-p + h) / 2^s) = floor((p + h - 1) / 2^s)
+    with h = 2^(s-1) (because 2^s - h = h), so
+    y = (p + h - [p < 0 and s > 0]) >> s (tested against exact rationals).
     """
     p = np.asarray(p, dtype=np.int64)
+    shape = np.broadcast_shapes(p.shape, np.shape(shift))
+    return _rounding_shift_inplace(np.array(np.broadcast_to(p, shape)), shift)
+
+
+def _rounding_shift_inplace(p: np.ndarray, shift: int | np.ndarray) -> np.ndarray:
+    """``rounding_shift`` overwriting the int64 array ``p`` (which must broadcast-own the result)."""
     s = np.asarray(shift, dtype=np.int64)
     bias = (np.int64(1) << s) >> 1
-    mag = (np.abs(p) + bias) >> s
-    return np.where(p < 0, -mag, mag)
+    neg = p >> 63  # -1 where p < 0, else 0
+    neg &= np.minimum(bias, 1)  # 1 where p < 0 and shift > 0
+    p += bias
+    p -= neg
+    p >>= s
+    return p
 
 
 def _round_mul_shift(acc: np.ndarray, m: np.ndarray, s: np.ndarray) -> np.ndarray:
@@ -429,7 +444,7 @@ def _round_mul_shift(acc: np.ndarray, m: np.ndarray, s: np.ndarray) -> np.ndarra
     m64 = np.asarray(m, dtype=np.int64)
     s64 = np.asarray(s, dtype=np.int64)
     if acc.size == 0 or (int(acc.min()) >= -(1 << 31) and int(acc.max()) <= (1 << 31)):
-        return rounding_shift(acc * m64, s64)  # |acc * m| < 2^62: exact in int64
+        return _rounding_shift_inplace(acc * m64, s64)  # |acc * m| < 2^62: exact in int64
     au = acc.astype(np.uint64)  # two's complement wrap
     neg = acc < 0
     u = np.where(neg, np.uint64(0) - au, au)  # |acc| as uint64, exact even for -2^63
@@ -487,8 +502,10 @@ def requantize(
         raise ValueError("requantize: need 0 <= M <= 2^31-1 and 0 <= shift <= 62")
     if binary:
         return np.where((acc >= 0) | (m == 0), 1, -1).astype(np.int32)
-    y = _round_mul_shift(acc, m, s) + int(zp_out)
-    return np.clip(y, int(qmin), int(qmax)).astype(np.int32)
+    y = _round_mul_shift(acc, m, s)
+    y += int(zp_out)
+    np.clip(y, int(qmin), int(qmax), out=y)
+    return y.astype(np.int32)
 
 
 def rescale(
@@ -765,8 +782,10 @@ class _HistogramObserver(MinMaxObserver):
         self.bins = bins
         self.hist = np.zeros(bins, dtype=np.int64)
         self.width: float | None = None
+        self._cache: dict[tuple[int, bool], float] = {}
 
     def _update_more(self, absx: np.ndarray) -> None:
+        self._cache.clear()
         m = float(absx.max())
         if m > 0:
             if self.width is None:
@@ -842,6 +861,13 @@ class MSEObserver(_HistogramObserver):
         self.grid = grid
 
     def clip_value(self, bits: int, unsigned: bool) -> float:
+        """The MSE-optimal clip for (bits, unsigned); cached until the next update."""
+        key = (bits, unsigned)
+        if key not in self._cache:
+            self._cache[key] = self._clip_value(bits, unsigned)
+        return self._cache[key]
+
+    def _clip_value(self, bits: int, unsigned: bool) -> float:
         if self.width is None:
             return 0.0
         qmax = (1 << bits) - 1 if unsigned else max((1 << (bits - 1)) - 1, 1)
