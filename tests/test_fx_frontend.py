@@ -452,6 +452,13 @@ def test_example_network_matches_torch(name: str, example_model, example_input) 
     # Layers are named by qualified module name (in forward order, which for
     # ResNet's downsample differs from definition order).
     assert sorted(op.layer for op in g.layers()) == sorted(convs)
+    if importlib.util.find_spec("micoc.ir.parser") is not None:
+        # fx locs carry "file.py:LINE"; the text form must still round-trip.
+        from micoc.ir.parser import parse_mir
+        from micoc.ir.printer import dense_consts, print_graph
+
+        text = print_graph(g)
+        assert print_graph(parse_mir(text, weights=dense_consts(g))) == text
 
 
 def _op_sequence(g: Graph) -> list[str]:
