@@ -304,7 +304,7 @@ def estimate(model: Path, target: str, config: str | None, bits: str | None, sch
         click.echo(json.dumps({"model": str(model), **est.to_dict()}, indent=2))
         return
     unit = est.unit
-    header = ["layer", "op", "shape", "MACs", "BOPs", "wbits", "abits", unit]
+    header = ["layer", "op", "shape", "MACs", "BOPs", "wbits", "abits", "cycles" if unit == "cycles" else f"cost ({unit})"]
     rows = [
         [r.name, r.op, r.shape, f"{r.macs:,}", f"{r.bops:,}",
          "" if r.wbits is None else str(r.wbits), "" if r.abits is None else str(r.abits),
