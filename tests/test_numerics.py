@@ -228,6 +228,36 @@ def test_activation_quantize_dequantize_bounds(bits, unsigned, m, lo_frac, u):
     assert np.all(err <= s / 2 + np.abs(x[inside]) * 2.0**-21 + s * 2.0**-20)
 
 
+@pytest.mark.parametrize("bits", range(1, 9))
+@pytest.mark.parametrize("unsigned", [False, True])
+def test_every_bitwidth_quantize_dequantize_grid(bits, unsigned):
+    """Deterministic sweep of every width and signedness (hypothesis samples these too)."""
+    lo, hi = (0.0, 3.0) if unsigned else (-3.0, 2.0)
+    s, zp = nm.activation_params(lo, hi, bits, unsigned)
+    rng = nm.elem_range(bits, unsigned)
+    x = np.linspace(-10.0, 10.0, 40001).astype(np.float32)
+    q = nm.quantize_input(x, s, zp, rng)
+    assert q.min() == rng[0] and q.max() == rng[1]  # both ends reached, nothing beyond
+    d = nm.dequantize(q, s, zp)
+    if bits == 1 and not unsigned:
+        assert set(np.unique(q)) == {-1, 1} and s == 1.5
+        return
+    top = s * ((2**bits - 1) if unsigned else 2 ** (bits - 1) - 1)
+    inside = (x >= (0 if unsigned else -top)) & (x <= top)
+    err = np.abs(d[inside].astype(np.float64) - x[inside])
+    # s/2 up to the float32 rounding of x * (1/s) and of q * s
+    assert np.all(err <= s / 2 + np.abs(x[inside]) * 2.0**-21 + s * 2.0**-20)
+    # codes are monotone in x (one rounding, no double rounding glitches)
+    assert np.all(np.diff(q) >= 0)
+    # weights at the same width: narrow symmetric range, error <= s/2
+    w = np.linspace(-1, 1, 257, dtype=np.float32).reshape(1, -1)
+    qw, sw = nm.quantize_weights(w, bits)
+    qmax = 1 if bits == 1 else 2 ** (bits - 1) - 1
+    assert qw.min() == -qmax and qw.max() == qmax
+    if bits > 1:
+        assert np.all(np.abs(qw * sw[0].astype(np.float64) - w) <= sw[0] / 2 * (1 + 1e-6))
+
+
 def test_activation_params_formulas():
     assert nm.activation_params(0.0, 6.0, 8, True) == (float(np.float32(6.0 / 255)), 0)
     assert nm.activation_params(-3.0, 2.0, 4, False) == (float(np.float32(3.0 / 7)), 0)
