@@ -180,9 +180,6 @@ class _Node:
             raise _Unsupported(f"{what or f'input #{i}'} must be a constant")
         return self.imp.consts[self.inputs[i]]
 
-    def const_or(self, i: int, default: Any) -> Any:
-        return self.const(i) if self.has(i) else default
-
     def value(self, i: int) -> Value:
         """Input i as an IR value: a dynamic tensor or a (materialized, f32) constant."""
         name = self.inputs[i]
@@ -896,7 +893,7 @@ def _expand(n: _Node) -> None:
     n.set(0, n.emit("add", [x, zeros]))
 
 
-def _squeeze_axes(n: _Node, rank: int) -> list[int] | None:
+def _squeeze_axes(n: _Node) -> list[int] | None:
     if n.opset >= 13:
         return _ints(n.const(1, "axes")) if n.has(1) else None
     return list(n.attrs["axes"]) if "axes" in n.attrs else None
@@ -904,7 +901,7 @@ def _squeeze_axes(n: _Node, rank: int) -> list[int] | None:
 
 def _unsqueeze(n: _Node) -> None:
     x = n.dyn(0)
-    axes = _squeeze_axes(n, x.type.rank)
+    axes = _squeeze_axes(n)
     if not axes:
         raise _Unsupported("Unsqueeze needs axes")
     out_rank = x.type.rank + len(axes)
@@ -918,7 +915,7 @@ def _unsqueeze(n: _Node) -> None:
 def _squeeze(n: _Node) -> None:
     x = n.dyn(0)
     s = x.type.shape
-    axes = _squeeze_axes(n, x.type.rank)
+    axes = _squeeze_axes(n)
     if axes is None:
         drop = {i for i, d in enumerate(s) if d == 1}
     else:
