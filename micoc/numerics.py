@@ -444,7 +444,7 @@ def _round_mul_shift(acc: np.ndarray, m: np.ndarray, s: np.ndarray) -> np.ndarra
     m64 = np.asarray(m, dtype=np.int64)
     s64 = np.asarray(s, dtype=np.int64)
     if acc.size == 0 or (int(acc.min()) >= -(1 << 31) and int(acc.max()) <= (1 << 31)):
-        return _rounding_shift_inplace(acc * m64, s64)  # |acc * m| < 2^62: exact in int64
+        return _rounding_shift_inplace(np.asarray(acc * m64), s64)  # |acc * m| < 2^62: exact
     au = acc.astype(np.uint64)  # two's complement wrap
     neg = acc < 0
     u = np.where(neg, np.uint64(0) - au, au)  # |acc| as uint64, exact even for -2^63
@@ -502,7 +502,7 @@ def requantize(
         raise ValueError("requantize: need 0 <= M <= 2^31-1 and 0 <= shift <= 62")
     if binary:
         return np.where((acc >= 0) | (m == 0), 1, -1).astype(np.int32)
-    y = _round_mul_shift(acc, m, s)
+    y = np.asarray(_round_mul_shift(acc, m, s))
     y += int(zp_out)
     np.clip(y, int(qmin), int(qmax), out=y)
     return y.astype(np.int32)

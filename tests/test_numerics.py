@@ -410,6 +410,8 @@ def test_requantize_per_channel_broadcast(acc, data):
 
 
 def test_requantize_binary_output_and_validation():
+    assert nm.requantize(7, 2**30, 31, 0, -128, 127) == 4  # 0-d in, 0-d out
+    assert nm.requantize(np.array(-(2**40)), 2**30, 31, 0, -128, 127) == -128
     acc = np.array([5, 0, -1, -(2**31)], np.int32)
     assert nm.requantize(acc, 2**30, 40, 0, -1, 1, binary=True).tolist() == [1, 1, -1, -1]
     with pytest.raises(ValueError):
