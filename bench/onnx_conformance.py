@@ -132,7 +132,7 @@ def _main_op(case) -> str:
 def _short_reason(msg: str) -> str:
     """A reason for the table: the first unsupported item, names elided."""
     lines = [ln.strip() for ln in msg.splitlines() if ln.strip()]
-    text = lines[1] if len(lines) > 1 and "unsupported node(s)" in lines[0] else lines[0]
+    text = lines[1] if len(lines) > 1 and "unsupported" in lines[0] else lines[0]
     text = re.sub(r"^.*?: ", "", text, count=1) if text.startswith(("/", "test")) else text
     text = re.sub(r"^[A-Za-z]+ '[^']*': ", "", text)  # "<OpType> '<loc>': why"
     text = re.sub(r"'[^']*'", "'…'", text)

@@ -528,6 +528,16 @@ def test_every_unsupported_node_in_one_error(tmp_path: Path) -> None:
     assert "2 unsupported node(s)" in msg
 
 
+def test_unsupported_inputs_and_nodes_in_one_error() -> None:
+    nodes = [helper.make_node("Relu", ["seq"], ["a"]), helper.make_node("Tanh", ["x"], ["y"], name="t")]
+    m = make_model(nodes, {"x": [1, 2], "seq": [1, "T", 4]}, ["y", "a"])
+    with pytest.raises(UnsupportedError) as ei:
+        import_onnx(m)
+    msg = str(ei.value)
+    assert "1 unsupported graph input(s) and 1 unsupported node(s)" in msg
+    assert "graph input 'seq' has a symbolic dimension 'T' at axis 1" in msg and "Tanh 't'" in msg
+
+
 def test_shape_error_names_the_node() -> None:
     node = helper.make_node("Add", ["x", "k"], ["y"], name="bad_add")
     m = make_model([node], {"x": [2, 3]}, ["y"], {"k": rand(4, seed=1)})

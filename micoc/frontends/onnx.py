@@ -265,7 +265,8 @@ class _Importer:
         self.values: dict[str, Value] = {}  # run-time tensors by ONNX name
         self._const_values: dict[str, Value] = {}  # constants already in the graph
         self.poisoned: set[str] = set()
-        self.unsupported: list[str] = []
+        self.unsupported: list[str] = []  # "<OpType> '<loc>': why", one per node
+        self.unsupported_inputs: list[str] = []
         self.used: set[str] = {i for n in self.g.node for i in n.input} | {o.name for o in self.g.output}
         self._name_counts = Counter(n.name for n in self.g.node if n.name)
         self._layer_names: set[str] = set()
@@ -276,11 +277,14 @@ class _Importer:
         self._read_inputs()
         for idx, node in enumerate(self.g.node):
             self._import_node(node, node.name or f"{node.op_type}_{idx}")
-        if self.unsupported:
-            lines = "\n  ".join(self.unsupported)
-            raise UnsupportedError(
-                f"{len(self.unsupported)} unsupported node(s):\n  {lines}", self.where
-            )
+        if self.unsupported or self.unsupported_inputs:
+            counts = []
+            if self.unsupported_inputs:
+                counts.append(f"{len(self.unsupported_inputs)} unsupported graph input(s)")
+            if self.unsupported:
+                counts.append(f"{len(self.unsupported)} unsupported node(s)")
+            lines = "\n  ".join(self.unsupported_inputs + self.unsupported)
+            raise UnsupportedError(f"{' and '.join(counts)}:\n  {lines}", self.where)
         outs = []
         for o in self.g.output:
             if o.name in self.values:
@@ -303,31 +307,37 @@ class _Importer:
         for vi in self.g.input:
             if vi.name in self.consts:  # old-style models list initializers as inputs
                 continue
-            tt = vi.type.tensor_type
-            if not vi.type.HasField("tensor_type"):
-                raise UnsupportedError(f"graph input '{vi.name}' is not a tensor", self.where)
-            if tt.elem_type != TensorProto.FLOAT:
-                dt = TensorProto.DataType.Name(tt.elem_type)
-                raise UnsupportedError(
-                    f"graph input '{vi.name}' has element type {dt}; micoc imports float32 models only",
-                    self.where,
+            try:
+                shape = self._input_shape(vi)
+            except _Unsupported as e:
+                # Reported with the unsupported nodes, all in one error; nodes
+                # reading this input are skipped.
+                self.unsupported_inputs.append(f"graph input '{vi.name}' {e}")
+                self.poisoned.add(vi.name)
+                continue
+            self.values[vi.name] = self.builder.input(vi.name, TensorType(shape, "f32"))
+
+    def _input_shape(self, vi: onnx.ValueInfoProto) -> tuple[int, ...]:
+        if not vi.type.HasField("tensor_type"):
+            raise _Unsupported("is not a tensor")
+        tt = vi.type.tensor_type
+        if tt.elem_type != TensorProto.FLOAT:
+            dt = TensorProto.DataType.Name(tt.elem_type)
+            raise _Unsupported(f"has element type {dt}; micoc imports float32 models only")
+        if not tt.HasField("shape"):
+            raise InputError(f"graph input '{vi.name}' has no shape", self.where)
+        shape = []
+        for i, d in enumerate(tt.shape.dim):
+            if d.HasField("dim_value"):
+                shape.append(int(d.dim_value))
+            elif i == 0:
+                shape.append(1)  # dynamic batch: micoc graphs run one sample (DESIGN §1)
+            else:
+                raise _Unsupported(
+                    f"has a symbolic dimension '{d.dim_param or '?'}' at axis {i}; "
+                    "only the batch dimension (axis 0) may be dynamic"
                 )
-            if not tt.HasField("shape"):
-                raise InputError(f"graph input '{vi.name}' has no shape", self.where)
-            shape = []
-            for i, d in enumerate(tt.shape.dim):
-                if d.HasField("dim_value"):
-                    shape.append(int(d.dim_value))
-                elif i == 0:
-                    shape.append(1)  # dynamic batch: micoc graphs run one sample (DESIGN §1)
-                else:
-                    sym = d.dim_param or "?"
-                    raise UnsupportedError(
-                        f"graph input '{vi.name}' has a symbolic dimension '{sym}' at axis {i}; "
-                        "only the batch dimension (axis 0) may be dynamic",
-                        self.where,
-                    )
-            self.values[vi.name] = self.builder.input(vi.name, TensorType(tuple(shape), "f32"))
+        return tuple(shape)
 
     def _import_node(self, node: onnx.NodeProto, loc: str) -> None:
         ins = [i for i in node.input if i]
