@@ -82,7 +82,8 @@ def machine() -> str:
                 break
     except OSError:
         pass
-    return f"{cpu}, {os.cpu_count()} CPUs, Python {platform.python_version()}, numpy {np.__version__}"
+    load = f", load average {os.getloadavg()[0]:.1f} (machine shared with other jobs)" if hasattr(os, "getloadavg") else ""
+    return f"{cpu}, {os.cpu_count()} CPUs, Python {platform.python_version()}, numpy {np.__version__}{load}"
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -12,7 +12,7 @@ import pytest
 
 from micoc.cli import main
 from micoc.cost import bitfusion
-from micoc.cost.model import BopsLatency, make_model, read_scheme_file
+from micoc.cost.model import BopsLatency, LatencyModel, make_model, read_scheme_file
 from micoc.cost.profiles import conv2d_features
 from micoc.cost.proxies import shipped_proxy
 from micoc.errors import InputError
@@ -65,6 +65,7 @@ def run_cli(capsys: pytest.CaptureFixture[str], *args: str | Path) -> tuple[int,
 def test_predict_batch_equals_per_scheme(target: str) -> None:
     g = small_net()
     model = make_model(target, g)
+    assert isinstance(model, LatencyModel) and model.target == target
     rng = np.random.default_rng(1)
     schemes = rng.choice([2, 3, 4, 8], size=(20, 3, 2))
     batch = model.predict_batch(schemes)
