@@ -23,10 +23,12 @@ Targets (`make_model(target, graph, ...)`):
     network gets for free: each layer's input must be packed (and, for
     conv, unfolded) at its own abits, which is per-element work like the
     float quantization the whole-layer profiles include (micoc requantizes
-    integers instead of quantizing floats, a similar loop). On the
-    profiles' own shapes that per-element work is 1.3-2.5x the bare kernel
-    time (mico_high: 32x32x32 w8a8 55 k vs 140 k cycles), so pricing with
-    the bare kernel would rank small layers badly. ``gemm_kind="bare"``
+    integers instead of quantizing floats, a similar loop). Measured: the
+    bare-matmul proxy applied to the bitlinear rows is off by 54-57 % MAPE
+    (whole-layer time / bare prediction, median 2.3x on all three configs),
+    and to the bitconv2d rows as their im2col matmul by 80-86 % (median
+    5.3-7.5x; Spearman only 0.82-0.92), while the whole-layer proxies fit
+    those rows to 0.6-2.4 % (linear). ``gemm_kind="bare"``
     selects the bare-matmul proxy (conv as its im2col matmul) for
     comparison. Bits are rounded up to the kernel containers {1,2,4,8}
     (DESIGN §6: 3, 5, 6, 7 bits run in the next container).
