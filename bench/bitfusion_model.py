@@ -140,7 +140,7 @@ def run(profiles: Path, repeat: int = 3) -> tuple[str, list[str]]:
         "The reference simulator is reported to take about 1 s per layer (not re-run here)."
     )
     out("")
-    return "\n".join(lines) + "\n", failures
+    return "\n".join(lines).rstrip("\n") + "\n", failures
 
 
 def write_section(path: Path, section: str) -> None:
