@@ -103,7 +103,7 @@ def plan_formats(graph: Graph) -> tuple[dict[Value, ActFormat], dict[tuple[Op, i
                     requant[(op, i)] = bits
             fmt[r] = ActFormat(want(r), nonneg[r])
         elif op.opname in PASS_THROUGH:
-            fmt[r] = fmt[op.operands[0]]
+            fmt[r] = pass_through_format(op, fmt[op.operands[0]])
         elif op.opname in COMBINE:
             fmt[r] = ActFormat(max(fmt[v].bits for v in op.operands if not v.is_const), nonneg[r])
         elif op.opname in LUT_OPS:
@@ -128,7 +128,8 @@ def plan_quantization(graph: Graph) -> QuantPlan:
         if op in float_tail:
             continue
         if op.opname in PASS_THROUGH:
-            values[op.result] = values[op.operands[0]]
+            src, f = values[op.operands[0]], fmt[op.result]
+            values[op.result] = ActQuant(f.bits, f.unsigned, src.scale)  # same scale: no rescaling
         else:
             values[op.result] = quant(op.result, fmt[op.result])
     layer_inputs = {
@@ -136,6 +137,21 @@ def plan_quantization(graph: Graph) -> QuantPlan:
         for (op, i), bits in requant.items()
     }
     return QuantPlan(values, layer_inputs, float_tail)
+
+
+def pass_through_format(op: Op, src: ActFormat) -> ActFormat:
+    """The format of a pass-through op's result, at its input's scale.
+
+    Usually the input's; but relu (and clip at >= 0) make a signed input
+    non-negative, which the unsigned type of the same bits holds exactly
+    (a binary {-1,+1} input becomes {0,1}); averaging binary {-1,+1} codes
+    can round to 0, which needs the 2-bit signed type.
+    """
+    if op.opname == "relu" or (op.opname == "clip" and op.attrs["min"] >= 0):
+        return ActFormat(src.bits, True)
+    if op.opname in ("avgpool", "global_avgpool") and src.bits == 1 and not src.unsigned:
+        return ActFormat(2, False)
+    return src
 
 
 def const_quant(c: Value) -> ActQuant:

@@ -86,7 +86,8 @@ class _Materializer:
                 self.layer(op)
             elif op.opname in PASS_THROUGH:
                 x = self.map[op.operands[0]]
-                self.map[op.result] = self.emit(op.opname, [x], op.attrs, like=op, result_type=x.type)
+                result_type = plan.values[op.result].type(op.result.type.shape)
+                self.map[op.result] = self.emit(op.opname, [x], op.attrs, like=op, result_type=result_type)
             elif op.opname in COMBINE:
                 self.combine(op)
             elif op.opname in LUT_OPS:
