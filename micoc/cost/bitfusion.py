@@ -350,14 +350,13 @@ def _layer_cost_cached(
         return _search_scalar(s, c.tiles, abits, wbits, pf, cfg)
     orders = _distinct_orders(tuple(bool((c.ntiles[:, i] > 1).any()) for i in range(5)))
 
-    # Branch and bound: rank the tilings by a cheap lower bound, walk them
-    # exactly (all distinct orders at once) in growing chunks, and drop those
-    # whose bound cannot beat the best so far. After the first chunk the
-    # survivors get the sharper two-level bound.
-    lower = np.maximum(c.lower, -(-_traffic_lower_bound(c.ntiles, c.whole, cap, 1) // bw))
+    # Branch and bound: rank the tilings by a lower bound on their cycles
+    # valid for every order, walk them exactly (all distinct orders at once)
+    # in growing chunks, and drop those whose bound cannot beat the best so far.
+    lower = np.maximum(c.lower, -(-_traffic_lower_bound(c.ntiles, c.whole, cap) // bw))
     rank = np.argsort(lower, kind="stable")
     best_cyc, best_t, best_o = -1, -1, -1
-    chunk, refined = 16, False
+    chunk = 16
     while rank.size:
         part, rank = rank[:chunk], rank[chunk:]
         cyc, t, o = _best_schedule(
@@ -366,12 +365,6 @@ def _layer_cost_cached(
         if best_cyc < 0 or cyc < best_cyc:
             best_cyc, best_t, best_o = cyc, int(part[t]), o
         rank = rank[lower[rank] < best_cyc]
-        if not refined and rank.size:
-            refined = True
-            two = -(-_traffic_lower_bound(c.ntiles[rank], c.whole[rank], cap, 2) // bw)
-            lower[rank] = np.maximum(lower[rank], two)
-            rank = rank[lower[rank] < best_cyc]
-            rank = rank[np.argsort(lower[rank], kind="stable")]
         chunk *= 2
 
     tile = tuple(int(x) for x in c.tiles[best_t])
@@ -452,50 +445,32 @@ def _candidates(
 # Above this the vectorised int64 search could overflow.
 _INT64_SAFE = float(1 << 61)
 
-_PAIRS = np.array([(i, j) for i in range(5) for j in range(5) if i != j], dtype=np.intp)
 _DEP_ARRAY = np.array(_DEPENDS, dtype=bool)
 _READ_WRITE = (1, 1, 2)  # outputs (partial sums) go both ways
 
 
 def _traffic_lower_bound(
-    ntiles: np.ndarray, whole: np.ndarray, cap: tuple[int, int, int], levels: int
+    ntiles: np.ndarray, whole: np.ndarray, cap: tuple[int, int, int]
 ) -> np.ndarray:
     """DRAM traffic (bits) that no loop order can go below, per tiling.
 
-    Only loops with more than one tile ("real" loops) do anything, so look at
-    the outermost real loop L1 and, with ``levels=2``, the next one in, L2.
-    A buffer that does not depend on L1 is re-fetched n(L1) times iff its
-    whole tensor overflows the buffer; one that does not depend on L2 is
-    re-fetched n(L2) times iff the part of its tensor inside L1 overflows.
-    Loops further in can only add traffic, so the cheapest choice of the
-    outer loop(s) bounds every order. ``whole`` is (T, 3) tensor bits.
+    Only loops with more than one tile ("real" loops) do anything. Whatever
+    real loop is outermost re-fetches, once per tile, every tensor that does
+    not depend on it and overflows its buffer as a whole; loops further in can
+    only add traffic. So the cheapest choice of the outermost loop bounds every
+    order. ``whole`` is (T, 3): each buffer's tensor in bits. (Bounding with
+    the two outermost loops prunes a little more but costs as much as it saves.)
     """
     big = np.iinfo(np.int64).max // 4
     real = ntiles > 1
-    n_real = real.sum(axis=1)
-    rw = np.array(_READ_WRITE, dtype=np.int64)
-    # one level: L1 is any real loop
-    single = np.zeros(ntiles.shape, dtype=np.int64)
+    moved = np.zeros(ntiles.shape, dtype=np.int64)  # (T, 5): traffic if loop L is outermost
     for buf in range(3):
         full = whole[:, buf : buf + 1]
-        single += rw[buf] * full * np.where(~_DEP_ARRAY[buf] & (full > cap[buf]), ntiles, 1)
-    if levels == 1:
-        best = np.where(real, single, big).min(axis=1)
-    else:
-        l1, l2 = _PAIRS[:, 0], _PAIRS[:, 1]
-        n1, n2 = ntiles[:, l1], ntiles[:, l2]  # (T, 20)
-        pair = np.zeros(n1.shape, dtype=np.int64)
-        for buf in range(3):
-            full = whole[:, buf : buf + 1]
-            d1, d2 = _DEP_ARRAY[buf, l1], _DEP_ARRAY[buf, l2]
-            m1 = np.where(~d1 & (full > cap[buf]), n1, 1)
-            inside = np.where(d1, full // n1, full)  # the tensor below L1
-            m2 = np.where(~d2 & (inside > cap[buf]), n2, 1)
-            pair += rw[buf] * full * m1 * m2
-        best = np.where(real[:, l1] & real[:, l2], pair, big).min(axis=1)
-        # a tiling with a single real loop has no L2
-        best = np.minimum(best, np.where(real & (n_real == 1)[:, None], single, big).min(axis=1))
-    return np.where(n_real == 0, (whole * rw).sum(axis=1), best)
+        refetch = ~_DEP_ARRAY[buf] & (full > cap[buf])
+        moved += _READ_WRITE[buf] * full * np.where(refetch, ntiles, 1)
+    best = np.where(real, moved, big).min(axis=1)
+    no_real = ~real.any(axis=1)  # a single tile: each tensor moves once
+    return np.where(no_real, (whole * np.array(_READ_WRITE, dtype=np.int64)).sum(axis=1), best)
 
 
 @functools.lru_cache(maxsize=64)
@@ -524,33 +499,30 @@ def _best_schedule(
     cap: tuple[int, int, int],
     cfg: BitFusionConfig,
 ) -> tuple[int, int, int]:
-    """Exact cycles for every (tiling, order); returns (cycles, tiling, order)."""
+    """Exact cycles for every (tiling, order); returns (cycles, tiling, order).
+
+    The walk of ``_schedule_cost`` run on arrays (buffer, order, tiling) at
+    once, updated in place: the search spends its time here.
+    """
     inner_first = orders[:, ::-1]  # the walk goes from the innermost loop out
     by_loop = ntiles.T  # (5, T)
-    # arrays are (orders, tilings); step k handles loop inner_first[:, k]
-    steps = [by_loop[inner_first[:, k]] for k in range(5)]
-    depends = np.array(_DEPENDS)
-    total = []
-    peak = []
-    for buf in range(3):
-        dep = depends[buf][inner_first]  # (P, 5)
-        size = np.repeat(blocks[None, :, buf], orders.shape[0], axis=0)
-        top = size.copy()
-        fits = np.ones(size.shape, dtype=bool)  # resident block can be reused
-        for k in range(5):
-            d = dep[:, k : k + 1]
-            if not d.any():  # only loops this buffer ignores: free while it fits
-                size = np.where(fits, size, size * steps[k])
-                continue
-            size = np.where(fits & ~d, size, size * steps[k])
-            fits &= ~d | (size <= cap[buf])
-            top = np.where(fits, size, top)
-        total.append(size)
-        peak.append(top)
+    free = ~_DEP_ARRAY[:, inner_first]  # (3, P, 5): loop k is reusable for the buffer
+    size = np.repeat(blocks.T[:, None, :], orders.shape[0], axis=1)  # (3, P, T) bits
+    top = size.copy()  # largest resident block so far
+    fits = np.ones(size.shape, dtype=bool)  # block still resident
+    grow = np.empty(size.shape, dtype=bool)
+    capa = np.array(cap, dtype=np.int64).reshape(3, 1, 1)
+    for k in range(5):
+        n = by_loop[inner_first[:, k]]  # (P, T) tile count of the k-th loop
+        np.logical_and(fits, free[:, :, k : k + 1], out=grow)
+        np.logical_not(grow, out=grow)  # reused only while resident and free
+        np.multiply(size, n, out=size, where=grow)
+        np.logical_and(fits, (size <= capa) | free[:, :, k : k + 1], out=fits)
+        np.copyto(top, size, where=fits)
     bw = cfg.dram_bits_per_cycle
-    traffic = total[_WGT] + total[_ACT] + 2 * total[_OUT]  # outputs are read and written
-    fill = peak[_WGT] + peak[_ACT] + peak[_OUT]
-    drain = peak[_OUT]
+    traffic = size[_WGT] + size[_ACT] + 2 * size[_OUT]  # outputs are read and written
+    fill = top.sum(axis=0)
+    drain = top[_OUT]
     middle = -(-(traffic - fill - drain) // bw)
     comp = compute[None, :]
     cycles = comp + np.maximum(0, middle - comp) + -(-fill // bw) + -(-drain // bw)
