@@ -74,7 +74,7 @@ __all__ = [
 
 #: The five tile loops, in the order used for tuples in this module.
 LOOPS: tuple[str, ...] = ("B", "OW", "OH", "IC", "OC")
-_B, _OW, _OH, _IC, _OC = range(5)
+_OW, _OH = LOOPS.index("OW"), LOOPS.index("OH")
 
 #: Buffers, in the order used for tuples in this module.
 BUFFERS: tuple[str, ...] = ("wgt", "act", "out")
@@ -333,13 +333,12 @@ def _layer_cost_cached(
     cfg.validate()
     pf = precision_factor(abits, wbits, cfg)
     s = _shape(layer)
-    cand = _candidates(s, abits, wbits, pf, cfg)
-    if cand is None:
+    c = _candidates(s, abits, wbits, pf, cfg)
+    if c is None:
         raise InputError(
             f"BitFusion: no tiling of {layer} fits the SRAMs "
             f"({cfg.wgt_sram_bytes}/{cfg.act_sram_bytes}/{cfg.out_sram_bytes} bytes)"
         )
-    c = cand
     cap = cfg.capacity_bits()
     bw = cfg.dram_bits_per_cycle
     # A buffer's traffic is at most its block times the number of tiles; past
