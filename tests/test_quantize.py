@@ -99,17 +99,15 @@ def test_resnet8_fashion_mnist_w8a8_within_one_point(tmp_path: Path) -> None:
         pytest.skip("Fashion-MNIST is not installed (apt-get install dataset-fashion-mnist)")
     import torch
 
-    model, _, _ = train_resnet8_fashion(n_train=6000, epochs=3)
+    model, float_acc, _ = train_resnet8_fashion(n_train=6000, epochs=3)  # accuracy on the 10k test set
     path = export_onnx(model, torch.zeros(1, 1, 28, 28), tmp_path / "resnet8.onnx", "torchscript")
     xv, _ = data.fashion_mnist("validation", limit=500)
     xt, yt = data.fashion_mnist("test")
-    g = float_graph(path)
-    float_acc = accuracy(run(g, {"x": xt})[0], yt)
-    prep = prepared(g, "w8a8", xv)
+    prep = prepared(float_graph(path), "w8a8", xv)
     q_out = run(quantized(prep), {"x": xt})[0]
     assert float_acc > 0.75
     assert float_acc - accuracy(q_out, yt) <= 0.01
-    assert (run_torch(prep, xt).argmax(1) == q_out.argmax(1)).mean() >= 0.995
+    assert (run_torch(prep, xt[:2000]).argmax(1) == q_out[:2000].argmax(1)).mean() >= 0.995
 
 
 @pytest.mark.parametrize("name", ["resnet8", "mobilenetv2", "squeezenet", "vgg_small"])

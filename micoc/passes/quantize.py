@@ -29,13 +29,15 @@ from micoc.analysis.requant import scales
 from micoc.errors import UsageError
 from micoc.ir.builder import make_op
 from micoc.ir.graph import Graph, Op, Value
-from micoc.ir.ops import get_op
 from micoc.ir.types import QuantParams, TensorType
 from micoc.ir.verifier import accumulator_bound
-from micoc.numerics import quantize_input, quantize_weights, round_half_away
+from micoc.numerics import build_lut, quantize_input, quantize_weights, round_half_away
 from micoc.passes.manager import Pass, PassContext, register_pass
 
 INT32_MAX = 2**31 - 1
+
+# Element-wise nonlinearities that become lookup tables, in float64.
+LUT_FUNCTIONS = {"sigmoid": lambda x: 0.5 * (1.0 + np.tanh(0.5 * x))}
 
 
 @register_pass
@@ -164,14 +166,8 @@ class _Materializer:
     def lut(self, op: Op) -> None:
         x = self.map[op.operands[0]]
         out = self.plan.values[op.result].type(op.result.type.shape)
-        lo, hi = x.type.qrange
-        codes = np.arange(lo, hi + 1, dtype=np.float64)
-        real = codes * scales(x.type)[0]
-        kernel = get_op(op.opname)
-        assert kernel.name == "sigmoid"
-        y = 0.5 * (1.0 + np.tanh(0.5 * real))
-        olo, ohi = out.qrange
-        table = np.clip(round_half_away(y / scales(out)[0]), olo, ohi).astype(np.int32)
+        table = build_lut(LUT_FUNCTIONS[op.opname], scales(x.type)[0], 0, x.type.qrange,
+                          scales(out)[0], 0, out.qrange)
         t = self.const(f"{op.opname}_{len(self.new_ops)}.lut", table, TensorType((len(table),), "i32"))
         self.map[op.result] = self.emit("lut", [x, t], like=op, result_type=out)
 
