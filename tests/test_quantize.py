@@ -239,3 +239,18 @@ def test_python_api_errors_name_the_problem() -> None:
     g = float_graph(LENET)
     with pytest.raises(InputError, match="missing layer"):
         PassManager.from_string("assign-bits", PassContext(data={"scheme": {"/conv1/Conv": (4, 4)}})).run(g)
+
+
+def test_calibrated_ir_round_trips_and_split_pipeline_matches(tmp_path: Path, mnist_splits) -> None:  # type: ignore[no-untyped-def]
+    """calibrate's ranges live in the .mir: calibrating in one `micoc opt` run and
+    quantizing in another gives the same integer IR as one pipeline."""
+    from micoc.ir.parser import load_mir
+    from micoc.ir.printer import print_graph, save_mir
+
+    (xv, _), _ = mnist_splits
+    prep = prepared(float_graph(LENET), "w4a8", xv[:200])
+    save_mir(prep, tmp_path / "cal.mir")
+    reloaded = load_mir(tmp_path / "cal.mir")
+    assert print_graph(reloaded) == print_graph(prep)
+    assert [op.result.range for op in reloaded.ops] == [op.result.range for op in prep.ops]
+    assert print_graph(quantized(reloaded)) == print_graph(quantized(prep))

@@ -36,7 +36,7 @@ weights_line: "weights" STRING
 
 graph: "graph" CONST "(" params ")" "->" results "{" stmt* return_stmt "}"
 params: (param ("," param)*)?
-param: VALUE ":" type
+param: VALUE ":" type range?
 results: "(" (type ("," type)*)? ")"
        | type
 
@@ -46,13 +46,14 @@ const_decl: "const" CONST ":" type "=" (dense | inline)
 dense: "dense" "<" STRING ">"
 inline: "[" (number ("," number)*)? "]"
 
-op_stmt: VALUE "=" NAME "(" operands ")" attrs? ":" type layer? loc?
+op_stmt: VALUE "=" NAME "(" operands ")" attrs? ":" type range? layer? loc?
 operands: (operand ("," operand)*)?
 ?operand: VALUE | CONST
 attrs: "{" (attr ("," attr)*)? "}"
 attr: NAME "=" value
 ?value: INT | FLOAT | STRING | TRUE | FALSE | list
 list: "[" (value ("," value)*)? "]"
+range: "range" "(" number "," number ")"
 layer: "layer" "(" STRING ")"
 loc: "loc" "(" STRING ")"
 
@@ -285,6 +286,13 @@ class _GraphReader:
     def number(self, tok: Token) -> int | float:
         return int(tok.value) if tok.type == "INT" else float(tok.value)
 
+    def range(self, node: Tree) -> tuple[float, float]:
+        """`range(lo, hi)`: a calibrated activation range."""
+        lo, hi = (float(self.number(t)) for t in node.children)
+        if not lo <= hi:
+            raise self.error(node.children[0], f"range({lo}, {hi}) is empty: lo must be <= hi")
+        return lo, hi
+
     def attr_value(self, node: Token | Tree) -> Any:
         if isinstance(node, Tree):  # list
             return [self.attr_value(c) for c in node.children]
@@ -332,8 +340,9 @@ class _GraphReader:
         self.prehash(stmts)
         g = Graph(self.const_name(name_tok))
         for p in params.children:
-            vtok, tnode = p.children
+            vtok, tnode, *rng = p.children
             v = Value(self.type(tnode), self.value_key(vtok)[1])
+            v.range = self.range(rng[0]) if rng else None
             self.define(vtok, v)
             g.inputs.append(v)
         result_types = [(t, self.type(t)) for t in results.children]
@@ -472,9 +481,12 @@ class _GraphReader:
         tnode, *tail = rest
         layer: str | None = None
         loc = ""
+        value_range = None
         for t in tail:
             if t.data == "layer":
                 layer = self.string(t.children[0])
+            elif t.data == "range":
+                value_range = self.range(t)
             else:
                 loc = self.string(t.children[0])
         opname = str(name_tok.value)
@@ -495,6 +507,7 @@ class _GraphReader:
                 f"{opname}: result shape {list(result_type.shape)} != inferred {list(op.result.type.shape)}",
             )
         op.result.type = result_type
+        op.result.range = value_range
         # Checks only the verifier makes (element-type rules, layer names on
         # non-layer ops), run on this op alone so the error gets its line.
         try:
@@ -504,7 +517,7 @@ class _GraphReader:
             raise self.error(node_at, e.message) from None
         if layer is not None:
             if layer in self.layers:
-                raise self.error(tail[0], f"layer name '{layer}' is used twice")
+                raise self.error(next(t for t in tail if t.data == "layer"), f"layer name '{layer}' is used twice")
             self.layers.add(layer)
         self.define(res_tok, op.result)
         g.ops.append(op)

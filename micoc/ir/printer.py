@@ -201,7 +201,7 @@ def print_graph(g: Graph, *, weights_file: str | None = None) -> str:
     lines: list[str] = []
     if weights_file is not None:
         lines.append(f"weights {json.dumps(weights_file)}")
-    params = ", ".join(f"{ref(v)}: {format_type(v.type)}" for v in g.inputs)
+    params = ", ".join(f"{ref(v)}: {format_type(v.type)}{format_range(v)}" for v in g.inputs)
     results = ", ".join(format_type(v.type) for v in g.outputs)
     lines.append(f"graph {format_name('@', g.name)}({params}) -> ({results}) {{")
     for name, c in g.consts.items():
@@ -215,6 +215,7 @@ def print_graph(g: Graph, *, weights_file: str | None = None) -> str:
     for op in g.ops:
         args = ", ".join(ref(v) for v in op.operands)
         line = f"  {ref(op.result)} = {op.opname}({args}){format_attrs(op)} : {format_type(op.result.type)}"
+        line += format_range(op.result)
         if op.layer is not None:
             line += f" layer({json.dumps(op.layer)})"
         if op.loc:
@@ -224,6 +225,13 @@ def print_graph(g: Graph, *, weights_file: str | None = None) -> str:
     lines.append(f"  return {rets}" if rets else "  return")
     lines.append("}")
     return "\n".join(lines) + "\n"
+
+
+def format_range(v: Value) -> str:
+    """` range(lo, hi)` for a calibrated activation, else ""."""
+    if v.range is None:
+        return ""
+    return f" range({format_float(v.range[0])}, {format_float(v.range[1])})"
 
 
 def dense_consts(g: Graph) -> dict[str, np.ndarray]:
