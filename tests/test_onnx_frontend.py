@@ -514,7 +514,7 @@ def test_every_unsupported_node_in_one_error(tmp_path: Path) -> None:
     nodes = [
         helper.make_node("Relu", ["x"], ["a"]),
         helper.make_node("Erf", ["a"], ["b"], name="the_erf"),
-        helper.make_node("Tanh", ["b"], ["c"]),  # reads an unsupported result: not reported again
+        helper.make_node("Tanh", ["b"], ["c"]),  # downstream of Erf, and unsupported itself: reported
         helper.make_node("LeakyRelu", ["a"], ["d"], name="leaky"),
         helper.make_node("Add", ["c", "d"], ["y"]),
     ]
@@ -524,8 +524,9 @@ def test_every_unsupported_node_in_one_error(tmp_path: Path) -> None:
         import_onnx(path)
     msg = str(ei.value)
     assert ei.value.where == str(path)
-    assert "Erf 'the_erf'" in msg and "LeakyRelu 'leaky'" in msg
-    assert "2 unsupported node(s)" in msg
+    assert "Erf 'the_erf'" in msg and "LeakyRelu 'leaky'" in msg and "Tanh 'Tanh_2'" in msg
+    assert "Add" not in msg  # supported, merely downstream of unsupported nodes
+    assert "3 unsupported node(s)" in msg
 
 
 def test_unsupported_inputs_and_nodes_in_one_error() -> None:
@@ -576,17 +577,24 @@ else:
 
 # The dynamo exporter takes 15-60 s per network here; by default only the
 # smallest residual net goes through it, the rest are marked slow.
-EXAMPLE_CASES = [pytest.param(n, "torchscript") for n in _NAMES] + [
-    pytest.param(n, "dynamo", marks=() if n == "resnet8" else pytest.mark.slow) for n in _NAMES
-]
+EXAMPLE_CASES = (
+    [pytest.param(n, "torchscript", True) for n in _NAMES]
+    # Un-optimized exports keep BatchNormalization: canonicalize must fold it.
+    + [pytest.param(n, "torchscript", False) for n in _NAMES]
+    + [pytest.param(n, "dynamo", True, marks=() if n == "resnet8" else pytest.mark.slow) for n in _NAMES]
+)
 
 
 @pytest.mark.skipif(not HAVE_EXAMPLES, reason="examples/models.py and examples/export.py not present")
-@pytest.mark.parametrize(("name", "exporter"), EXAMPLE_CASES)
-def test_example_networks(name: str, exporter: str, onnx_export, example_input, example_model) -> None:
+@pytest.mark.parametrize(("name", "exporter", "optimize"), EXAMPLE_CASES)
+def test_example_networks(name: str, exporter: str, optimize: bool, onnx_export, example_input, example_model) -> None:
     from torch import nn
 
-    path = onnx_export(name, exporter)
+    from micoc.ir.parser import parse_mir
+    from micoc.ir.printer import dense_consts, print_graph
+    from micoc.passes import PassManager
+
+    path = onnx_export(name, exporter, optimize)
     g = import_onnx(path)
     verify(g)
     assert g.name == path.stem
@@ -602,3 +610,12 @@ def test_example_networks(name: str, exporter: str, onnx_export, example_input, 
     assert len({op.layer for op in g.layers()}) == n_layers
     # Conventions shared with the fx frontend: no fused activations at import.
     assert all(op.attrs.get("act", "none") == "none" for op in g.ops)
+    # Again after canonicalize, which must fold every BatchNorm.
+    PassManager.from_string("canonicalize").run(g)
+    (canon,) = run(g, {"x": x})
+    assert np.abs(canon - want).max() <= 1e-4 * max(1.0, float(np.abs(want).max()))
+    assert not any(op.opname == "batch_norm" for op in g.ops)
+    assert len(g.layers()) == n_layers
+    # The text form round-trips on every example network.
+    text = print_graph(g)
+    assert print_graph(parse_mir(text, weights=dense_consts(g))) == text

@@ -342,6 +342,10 @@ class _Importer:
     def _import_node(self, node: onnx.NodeProto, loc: str) -> None:
         ins = [i for i in node.input if i]
         if any(i in self.poisoned for i in ins):
+            # Downstream of an unsupported node: it cannot be built, but an
+            # unknown op type here is still reported (every unsupported node at once).
+            if node.domain not in ("", "ai.onnx") or node.op_type not in _MAPPERS:
+                self.unsupported.append(f"{node.op_type} '{loc}': operator is not supported")
             self.poisoned.update(node.output)
             return
         for i in ins:
