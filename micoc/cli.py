@@ -300,8 +300,11 @@ def estimate(model: Path, target: str, config: str | None, bits: str | None, sch
         if scheme_path is not None and e.where is None:
             raise InputError(e.message, where=str(scheme_path)) from None
         raise
+    from micoc.analysis import layer_costs, totals
+
+    counts = totals(layer_costs(graph, scheme, default))  # params and bytes at the scheme's bits
     if as_json:
-        click.echo(json.dumps({"model": str(model), **est.to_dict()}, indent=2))
+        click.echo(json.dumps({"model": str(model), **est.to_dict(), "analysis": counts}, indent=2))
         return
     unit = est.unit
     header = ["layer", "op", "shape", "MACs", "BOPs", "wbits", "abits", "cycles" if unit == "cycles" else f"cost ({unit})"]
@@ -315,6 +318,8 @@ def estimate(model: Path, target: str, config: str | None, bits: str | None, sch
     where = est.target + (f"/{est.config}" if est.config else "")
     click.echo(f"{graph.name}: {len(cost.layer_names)} layers, target {where}, {unit}")
     _cost_echo_table(header, rows, right={3, 4, 5, 6, 7})
+    click.echo(f"params {counts['params']:,} ({counts['weight_bytes']:,} bytes with int32 bias), "
+               f"input activations {counts['act_bytes']:,} bytes, at the scheme's bits")
 
 
 @cli.group()

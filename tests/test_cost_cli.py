@@ -141,7 +141,8 @@ def test_estimate_table(capsys: pytest.CaptureFixture[str], mir: Path, tmp_path:
     lines = out.splitlines()
     assert "target vexii/high" in lines[0]
     assert lines[1].split() == ["layer", "op", "shape", "MACs", "BOPs", "wbits", "abits", "cycles"]
-    rows = {ln.split()[0]: ln.split() for ln in lines[3:]}
+    rows = {ln.split()[0]: ln.split() for ln in lines[3:-1]}
+    assert lines[-1].startswith(f"params {8 * 27 + 8 * 9 + 8 * 10 + 10:,} ")
     assert set(rows) == {"conv1", "maxpool_1", "dw", "global_avgpool_3", "fc", "total"}
     assert rows["fc"][-3:-1] == ["2", "4"] and rows["conv1"][-3:-1] == ["4", "8"]
     assert rows["conv1"][-5] == f"{16 * 16 * 8 * 27:,}"
@@ -156,6 +157,9 @@ def test_estimate_json(capsys: pytest.CaptureFixture[str], mir: Path, target: st
     assert doc["total"]["cycles"] == pytest.approx(want)
     assert doc["total"]["macs"] == 16 * 16 * 8 * 27 + 4 * 4 * 8 * 9 + 80
     assert [r["name"] for r in doc["rows"] if r["wbits"] is not None] == ["conv1", "dw", "fc"]
+    # weights at 2 bits (rounded up to whole bytes per layer) + int32 bias
+    assert doc["analysis"]["weight_bytes"] == 216 // 4 + 72 // 4 + 80 // 4 + 4 * 10
+    assert doc["analysis"]["bops"] == 8 * doc["total"]["macs"]
 
 
 @pytest.mark.parametrize(
