@@ -9,6 +9,10 @@ BENCHMARKS.md (other sections are left untouched).
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 import argparse
 import csv
 import datetime
@@ -18,6 +22,8 @@ import statistics
 import sys
 import time
 from pathlib import Path
+
+from record import cpu_model, write_section  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -38,16 +44,6 @@ GOAL_MS = 10.0
 def default_profiles_dir() -> Path:
     env = os.environ.get("MICOC_PROFILES")
     return Path(env) if env else REPO.parent / "shared" / "profiles"
-
-
-def _cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def _explain(layer: BitFusionLayer, row: dict[str, int], kind: str) -> str:
@@ -76,7 +72,7 @@ def run(profiles: Path, repeat: int = 3) -> tuple[str, list[str]]:
     out("")
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     out(
-        f"Machine: `{platform.machine()}`, {_cpu_model()}, {os.cpu_count()} cpus; {now}; "
+        f"Machine: `{platform.machine()}`, {cpu_model()}, {os.cpu_count()} cpus; {now}; "
         f"load average {load:.1f} at start (shared machine)."
     )
     out("")
@@ -143,22 +139,6 @@ def run(profiles: Path, repeat: int = 3) -> tuple[str, list[str]]:
     return "\n".join(lines).rstrip("\n") + "\n", failures
 
 
-def write_section(path: Path, section: str) -> None:
-    """Replace (or append) our section, leaving every other section as it is."""
-    text = path.read_text(encoding="utf-8") if path.exists() else "# micoc benchmarks\n"
-    lines = text.splitlines(keepends=True)
-    start = next((i for i, ln in enumerate(lines) if ln.rstrip() == SECTION), None)
-    if start is None:
-        new = text.rstrip("\n") + "\n\n" + section
-    else:
-        end = next(
-            (i for i in range(start + 1, len(lines)) if lines[i].startswith("## ")), len(lines)
-        )
-        tail = "".join(lines[end:])
-        new = "".join(lines[:start]) + section + ("\n" + tail if tail else "")
-    path.write_text(new, encoding="utf-8")
-
-
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     ap.add_argument("--profiles", type=Path, default=default_profiles_dir())
@@ -172,7 +152,7 @@ def main(argv: list[str] | None = None) -> int:
     section, failures = run(args.profiles, max(1, args.repeat))
     print(section)
     if args.write:
-        write_section(args.benchmarks, section)
+        write_section(section, args.benchmarks)
         print(f"updated {args.benchmarks}")
     for f in failures:
         print(f"GOAL MISSED: {f}", file=sys.stderr)

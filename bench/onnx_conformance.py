@@ -15,6 +15,10 @@ tests/test_onnx_conformance.py runs the same cases through `run_case`.
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 import argparse
 import importlib
 import re
@@ -26,6 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+from record import write_section  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
@@ -300,17 +305,6 @@ def section(rows: list[OpRow], seconds: float) -> str:
         "Failed:\n\n"
         f"{format_reasons(rows, 'fail')}\n"
     )
-
-
-def write_section(text: str, path: Path = ROOT / "BENCHMARKS.md") -> None:
-    """Add or replace our section; other sections (written by others) stay untouched."""
-    old = path.read_text() if path.exists() else "# micoc benchmarks\n"
-    pat = re.compile(r"^## ONNX conformance\n.*?(?=^## |\Z)", re.S | re.M)
-    if pat.search(old):
-        new = pat.sub(lambda _: text + "\n", old, count=1)
-    else:
-        new = old.rstrip("\n") + "\n\n" + text
-    path.write_text(new.rstrip("\n") + "\n")
 
 
 def main(argv: list[str] | None = None) -> int:
