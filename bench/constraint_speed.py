@@ -19,10 +19,6 @@ table replaces the `## Cost-model constraint speed` section of BENCHMARKS.md.
 from __future__ import annotations
 
 import argparse
-import datetime
-import os
-import platform
-import re
 import sys
 import time
 from collections.abc import Callable
@@ -37,6 +33,9 @@ from micoc.analysis import batch_features, layer_table  # noqa: E402
 from micoc.cost import bitfusion  # noqa: E402
 from micoc.cost.model import make_model  # noqa: E402
 from micoc.ir import Graph, GraphBuilder, f32  # noqa: E402
+
+sys.path.insert(0, str(REPO / "bench"))
+from record import BENCHMARKS, machine, write_section  # noqa: E402
 
 SECTION = "## Cost-model constraint speed"
 GOAL = 10_000
@@ -73,19 +72,6 @@ def rate(fn: Callable[[np.ndarray], object], batches: list[np.ndarray]) -> float
     return sum(len(s) for s in batches) / dt
 
 
-def machine() -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    load = f", load average {os.getloadavg()[0]:.1f} (machine shared with other jobs)" if hasattr(os, "getloadavg") else ""
-    return f"{cpu}, {os.cpu_count()} CPUs, Python {platform.python_version()}, numpy {np.__version__}{load}"
-
-
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--batch", type=int, default=1000)
@@ -120,8 +106,7 @@ def main(argv: list[str] | None = None) -> int:
     lines = [
         SECTION,
         "",
-        f"`python bench/constraint_speed.py` on {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC, "
-        f"{machine()}.",
+        f"`python bench/constraint_speed.py` on {machine()} (machine shared with other jobs).",
         f"Network: {n_layers} layers (18 3x3 convs 16/32/64 channels, 2 linears, 1x3x32x32 input), "
         f"batches of {args.batch} random schemes (bits 1..8, all 64 (w, a) pairs occur), "
         f"{args.repeat} warm batches. Goal: >= {GOAL:,} candidates/s.",
@@ -138,20 +123,9 @@ def main(argv: list[str] | None = None) -> int:
     text = "\n".join(lines)
     print(text)
     if args.write:
-        write_section(REPO / "BENCHMARKS.md", text)
-        print(f"updated {REPO / 'BENCHMARKS.md'}")
+        write_section(text)
+        print(f"updated {BENCHMARKS}")
     return 0
-
-
-def write_section(path: Path, text: str) -> None:
-    """Replace (or append) our section, leaving every other section as it is on disk now."""
-    old = path.read_text(encoding="utf-8") if path.exists() else "# Benchmarks\n"
-    pattern = re.compile(rf"^{re.escape(SECTION)}\n.*?(?=^## |\Z)", re.S | re.M)
-    if pattern.search(old):
-        new = pattern.sub(lambda _: text + "\n", old, count=1)
-    else:
-        new = old.rstrip("\n") + "\n\n" + text
-    path.write_text(new.rstrip("\n") + "\n", encoding="utf-8")
 
 
 if __name__ == "__main__":
