@@ -250,11 +250,11 @@ def echo_table(header: list[str], rows: list[list[str]], right: set[int]) -> Non
 
 
 def _cost_bits_and_scheme(bits: str | None, scheme_path: Path | None) -> tuple[tuple[int, int], dict[str, tuple[int, int]]]:
-    from micoc.analysis import DEFAULT_BITS, parse_bits
-    from micoc.cost.model import read_scheme_file
+    from micoc.analysis import DEFAULT_BITS
+    from micoc.scheme import load_scheme, parse_bits
 
     default = parse_bits(bits) if bits else DEFAULT_BITS
-    scheme = read_scheme_file(scheme_path) if scheme_path is not None else {}
+    scheme = load_scheme(scheme_path) if scheme_path is not None else {}
     return default, scheme
 
 

@@ -10,7 +10,6 @@ from micoc.analysis import (
     check_schemes,
     layer_costs,
     layer_table,
-    parse_bits,
     scheme_array,
     totals,
 )
@@ -117,10 +116,3 @@ def test_scheme_errors() -> None:
     with pytest.raises(InputError, match="1..8"):
         check_schemes(t, np.zeros((3, 4, 2), int))
     assert check_schemes(t, np.full((4, 2), 8)).shape == (1, 4, 2)
-
-
-def test_parse_bits() -> None:
-    assert parse_bits("w4a8") == (4, 8)
-    for bad in ("w4", "4a8", "w0a8", "w4a9", "a8w4"):
-        with pytest.raises(InputError):
-            parse_bits(bad)

@@ -12,7 +12,7 @@ import pytest
 
 from micoc.cli import main
 from micoc.cost import bitfusion
-from micoc.cost.model import BopsLatency, LatencyModel, make_model, read_scheme_file
+from micoc.cost.model import BopsLatency, LatencyModel, make_model
 from micoc.cost.profiles import conv2d_features
 from micoc.cost.proxies import shipped_proxy
 from micoc.errors import InputError
@@ -166,9 +166,9 @@ def test_estimate_json(capsys: pytest.CaptureFixture[str], mir: Path, target: st
     ("content", "message"),
     [
         ('{"nope": {"w": 4, "a": 4}}', "unknown layer(s) nope"),
-        ('{"fc": {"w": 9, "a": 4}}', "w bits must be an integer in 1..8"),
+        ('{"fc": {"w": 9, "a": 4}}', "w=9 (bits must be integers in 1..8)"),
         ('{"fc": {"w": 4}}', "expected"),
-        ('{"fc": {"w": 4, "a": 4}', "invalid JSON"),
+        ('{"fc": {"w": 4, "a": 4}', "not valid JSON"),
         ("[1, 2]", "JSON object"),
     ],
 )
@@ -188,12 +188,6 @@ def test_estimate_bad_usage(capsys: pytest.CaptureFixture[str], mir: Path) -> No
         assert rc == 2 and err
     rc, _, err = run_cli(capsys, "estimate", mir.with_suffix(".onnx"), "--target", "bops")
     assert rc == 2 and "no such file" in err
-
-
-def test_read_scheme_file(tmp_path: Path) -> None:
-    p = tmp_path / "s.json"
-    p.write_text(json.dumps({"a": {"w": 1, "a": 8}, "b": {"a": 2, "w": 4}}))
-    assert read_scheme_file(p) == {"a": (1, 8), "b": (4, 2)}
 
 
 # ---------------------------------------------------------------------------

@@ -15,7 +15,6 @@ from micoc.analysis.layer_features import (
     check_schemes,
     layer_costs,
     layer_table,
-    parse_bits,
     scheme_array,
     totals,
 )
@@ -35,7 +34,6 @@ __all__ = [
     "check_schemes",
     "layer_costs",
     "layer_table",
-    "parse_bits",
     "scheme_array",
     "totals",
 ]

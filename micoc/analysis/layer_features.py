@@ -29,7 +29,6 @@ Conventions
 from __future__ import annotations
 
 import math
-import re
 import weakref
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -55,7 +54,6 @@ __all__ = [
     "check_schemes",
     "layer_costs",
     "layer_table",
-    "parse_bits",
     "scheme_array",
     "totals",
 ]
@@ -372,16 +370,6 @@ def _pool_info(op: Op, index: int) -> PoolInfo:
 
 # ---------------------------------------------------------------------------
 # Schemes
-
-
-def parse_bits(text: str) -> BitPair:
-    """``"w4a8"`` -> (4, 8). Raises InputError for anything else."""
-    m = re.fullmatch(r"\s*w(\d+)\s*a(\d+)\s*", text)
-    if not m:
-        raise InputError(f"bad bit setting {text!r}: expected w<bits>a<bits>, e.g. w4a8")
-    pair = (int(m.group(1)), int(m.group(2)))
-    _check_bits(pair, f"bit setting {text!r}")
-    return pair
 
 
 def _check_bits(pair: tuple[Any, Any], what: str) -> None:

@@ -60,7 +60,6 @@ Targets (`make_model(target, graph, ...)`):
 
 from __future__ import annotations
 
-import json
 import math
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
@@ -106,7 +105,6 @@ __all__ = [
     "VexiiLatency",
     "check_profile",
     "make_model",
-    "read_scheme_file",
 ]
 
 TARGETS: tuple[str, ...] = ("vexii", "bitfusion", "bops")
@@ -489,42 +487,6 @@ def make_model(
     if target == "bops":
         return BopsLatency(graph)
     raise InputError(f"unknown cost target {target!r}; expected one of {', '.join(TARGETS)}")
-
-
-def read_scheme_file(path: str | Path) -> dict[str, BitPair]:
-    """Read a JSON scheme ``{layer: {"w": bits, "a": bits}}`` into ``{layer: (w, a)}``.
-
-    Only the shape of the file is checked here; layer names and bit ranges are
-    checked against a graph by `micoc.analysis.scheme_array`. (The quantization
-    work owns the full scheme format; this reads the documented subset.)
-    """
-    p = Path(path)
-    try:
-        doc = json.loads(p.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise InputError("scheme file not found", where=str(p)) from None
-    except (OSError, UnicodeDecodeError) as e:
-        raise InputError(f"cannot read scheme file: {e}", where=str(p)) from None
-    except json.JSONDecodeError as e:
-        raise InputError(f"invalid JSON: {e.msg}", where=f"{p}:{e.lineno}:{e.colno}") from None
-    if not isinstance(doc, dict):
-        raise InputError('a scheme must be a JSON object {layer: {"w": bits, "a": bits}}', where=str(p))
-    out: dict[str, BitPair] = {}
-    lo, hi = BIT_RANGE
-    for name, entry in doc.items():
-        if not isinstance(entry, dict) or set(entry) != {"w", "a"}:
-            raise InputError(
-                f'layer {name!r}: expected {{"w": bits, "a": bits}}, got {json.dumps(entry)}', where=str(p)
-            )
-        for key in ("w", "a"):
-            b = entry[key]
-            if isinstance(b, bool) or not isinstance(b, int) or not lo <= b <= hi:
-                raise InputError(
-                    f"layer {name!r}: {key} bits must be an integer in {lo}..{hi}, got {json.dumps(b)}",
-                    where=str(p),
-                )
-        out[name] = (entry["w"], entry["a"])
-    return out
 
 
 def check_profile(
