@@ -68,7 +68,7 @@ def test_lenet5_mnist_w8a8_within_one_point(mnist_splits) -> None:  # type: igno
     assert (run_torch(prep, xt).argmax(1) == q_out.argmax(1)).mean() >= 0.995
 
 
-@pytest.mark.parametrize("bits", ["w4a4", "w2a8", "w1a1", "w8a2"])
+@pytest.mark.parametrize("bits", ["w4a4", "w2a8", "w1a1", "w8a2", "w3a5", "w6a7", "w7a3", "w5a6"])
 def test_lenet5_low_bits_torch_executor_agrees(mnist_splits, bits: str) -> None:  # type: ignore[no-untyped-def]
     (xv, _), (xt, _) = mnist_splits
     prep = prepared(float_graph(LENET), bits, xv[:300])
