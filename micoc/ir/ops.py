@@ -200,15 +200,22 @@ def _conv_shape(a: dict[str, Any], t: list[TensorType]) -> tuple[int, ...]:
     return (n, o, oh, ow)
 
 
-def _conv_check(a: dict[str, Any], t: list[TensorType]) -> list[str]:
-    errs = []
-    if len(a["stride"]) != 2 or min(a["stride"]) < 1:
-        errs.append("stride must be 2 positive ints")
-    if len(a["pad"]) != 4 or min(a["pad"]) < 0:
-        errs.append("pad must be 4 ints >= 0 [top, left, bottom, right]")
-    if len(a["dilation"]) != 2 or min(a["dilation"]) < 1:
-        errs.append("dilation must be 2 positive ints")
-    return errs
+_WINDOW_RULES = {  # attribute: (length, minimum, message)
+    "kernel": (2, 1, "kernel must be 2 positive ints"),
+    "stride": (2, 1, "stride must be 2 positive ints"),
+    "pad": (4, 0, "pad must be 4 ints >= 0 [top, left, bottom, right]"),
+    "dilation": (2, 1, "dilation must be 2 positive ints"),
+}
+
+
+def _window_check(*names: str) -> CheckFn:
+    """Checks of the sliding-window attributes `names` (conv and pooling share them)."""
+
+    def check(a: dict[str, Any], t: list[TensorType]) -> list[str]:
+        return [msg for name in names for n, lo, msg in [_WINDOW_RULES[name]]
+                if len(a[name]) != n or min(a[name]) < lo]
+
+    return check
 
 
 def _pool_shape(a: dict[str, Any], t: list[TensorType]) -> tuple[int, ...]:
@@ -224,17 +231,6 @@ def _pool_shape(a: dict[str, Any], t: list[TensorType]) -> tuple[int, ...]:
     if oh <= 0 or ow <= 0:
         raise _fail(f"pool: window {kh}x{kw} does not fit input {h}x{w}")
     return (n, c, oh, ow)
-
-
-def _pool_check(a: dict[str, Any], t: list[TensorType]) -> list[str]:
-    errs = []
-    if len(a["kernel"]) != 2 or min(a["kernel"]) < 1:
-        errs.append("kernel must be 2 positive ints")
-    if len(a["stride"]) != 2 or min(a["stride"]) < 1:
-        errs.append("stride must be 2 positive ints")
-    if len(a["pad"]) != 4 or min(a["pad"]) < 0:
-        errs.append("pad must be 4 ints >= 0 [top, left, bottom, right]")
-    return errs
 
 
 def _linear_shape(a: dict[str, Any], t: list[TensorType]) -> tuple[int, ...]:
@@ -371,7 +367,7 @@ _WIN = {
 register_op(OpDef(
     "conv2d", ("x", "w", "b?"),
     {**_WIN, "groups": AttrSpec("int", 1), **_act_attrs(), **_bits_attrs()},
-    _conv_shape, _conv_check, is_layer=True,
+    _conv_shape, _window_check("stride", "pad", "dilation"), is_layer=True,
     doc="2-D convolution, NCHW input, OIHW weight; pad is [top, left, bottom, right]; optional fused activation.",
 ))
 register_op(OpDef(
@@ -388,13 +384,13 @@ register_op(OpDef("concat", ("xs*",), {"axis": AttrSpec("int")}, _concat_shape, 
 register_op(OpDef(
     "maxpool", ("x",),
     {"kernel": AttrSpec("ints"), **_WIN, "ceil_mode": AttrSpec("bool", False)},
-    _pool_shape, _pool_check, doc="2-D max pooling (padding never wins the max).",
+    _pool_shape, _window_check("kernel", "stride", "pad", "dilation"), doc="2-D max pooling (padding never wins the max).",
 ))
 register_op(OpDef(
     "avgpool", ("x",),
     {"kernel": AttrSpec("ints"), "stride": _WIN["stride"], "pad": _WIN["pad"],
      "ceil_mode": AttrSpec("bool", False), "count_include_pad": AttrSpec("bool", False)},
-    _pool_shape, _pool_check, doc="2-D average pooling.",
+    _pool_shape, _window_check("kernel", "stride", "pad"), doc="2-D average pooling.",
 ))
 register_op(OpDef("global_avgpool", ("x",), {}, _gap_shape, doc="Mean over H and W, keeping them as 1x1."))
 register_op(OpDef(
