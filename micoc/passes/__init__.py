@@ -4,6 +4,7 @@ from micoc.passes import (  # noqa: F401  (register built-in passes)
     assign_bits,
     calibrate,
     canonicalize,
+    plan_buffers,
     quantize,
     shape_infer,
 )
