@@ -391,10 +391,19 @@ def run_elf(
             (work / "input.bin").symlink_to(src)
             args.append("in=input.bin")
         cmd = qemu_command(elf, ram, args, icount=icount)
+        # stdout to a regular file, not a pipe: QEMU's stdio chardev drops
+        # output when a pipe is full (seen: 64 KB of 200 KB arrived).
+        out_path = work / "stdout.bin"
         try:
-            proc = subprocess.run(
-                cmd, stdin=subprocess.DEVNULL, capture_output=True, timeout=timeout, cwd=work
-            )
+            with out_path.open("wb") as out_f:
+                proc = subprocess.run(
+                    cmd,
+                    stdin=subprocess.DEVNULL,
+                    stdout=out_f,
+                    stderr=subprocess.PIPE,
+                    timeout=timeout,
+                    cwd=work,
+                )
         except subprocess.TimeoutExpired as e:
             raise ToolchainError(f"rv32 run: {elf.name} timed out after {timeout:g} s under QEMU") from e
         except OSError as e:
@@ -404,13 +413,14 @@ def run_elf(
                 f"rv32 run: QEMU failed (exit {proc.returncode}):\n"
                 f"{_first_lines(proc.stderr.decode(errors='replace'))}"
             )
+        stdout = out_path.read_bytes()
         counts = work / "counts.bin"
         if counts.exists():
             markers, regions, total, overhead, dropped = _parse_counts(counts.read_bytes(), layer_names)
         else:
             markers, regions, total, overhead, dropped = [], [], None, 0, 0
     return RunResult(
-        stdout=proc.stdout,
+        stdout=stdout,
         exit_code=proc.returncode,
         instructions=total,
         markers=markers,
