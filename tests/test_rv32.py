@@ -79,6 +79,27 @@ def test_hello_exit_code_passes_through(hello_elf: Path, code: int) -> None:
     assert r.exit_code == code
 
 
+ARGV = r"""
+#include "mico_sh.h"
+int main(int argc, char **argv)
+{
+    for (int i = 0; i < argc; i++) {
+        mico_sh_puts(argv[i]);
+        mico_sh_puts("|");
+    }
+    return argc;
+}
+"""
+
+
+@needs_toolchain
+def test_argv_from_semihosting(build_dir: Path) -> None:
+    elf = _build(build_dir, "argv", ARGV)
+    r = rv32.run_elf(elf, b"x", args=["-c", "k=v"])
+    # The runner's own in=/counts= words follow the caller's.
+    assert r.stdout.startswith(b"prog|-c|k=v|") and r.exit_code == 5
+
+
 @needs_toolchain
 def test_no_input_is_eof(hello_elf: Path) -> None:
     assert rv32.run_elf(hello_elf).exit_code == 3  # no in=: console stdin is /dev/null

@@ -219,8 +219,8 @@ def elf_symbol(elf: Path | str, name: str) -> int | None:
 @dataclass(frozen=True)
 class Marker:
     """One count record: `at` = program instructions since the first
-    mico_count_begin (measurement overhead removed; absolute from reset if
-    there is no begin)."""
+    mico_count_begin (or, without one, since the first record), with the
+    measurement overhead removed."""
 
     id: int
     at: int
@@ -262,23 +262,25 @@ class RunResult:
 
 def _parse_counts(
     raw: bytes, layer_names: Sequence[str] | None
-) -> tuple[list[Marker], list[Region], int | None, int, int]:
+) -> tuple[list[Marker], list[Region], list[LayerCount], int | None, int, int]:
+    if len(raw) < 20:
+        raise ToolchainError("rv32 run: malformed instruction-count file")
     magic, version, n, dropped, overhead = struct.unpack_from("<5I", raw, 0)
     if magic != _COUNTS_MAGIC or version != 1 or len(raw) < 20 + 12 * n:
         raise ToolchainError("rv32 run: malformed instruction-count file")
     recs = [struct.unpack_from("<III", raw, 20 + 12 * i) for i in range(n)]
     abs_t = [(rid, lo | (hi << 32)) for rid, lo, hi in recs]
-    first = next((k for k, (rid, _) in enumerate(abs_t) if rid == ID_BEGIN), None)
-    markers: list[Marker] = []
-    if first is None:
-        # Only the exit record: whole-program count from reset (its own
-        # record overhead is after the read, so nothing to subtract).
-        markers = [Marker(rid, t) for rid, t in abs_t]
-    else:
-        t0 = abs_t[first][1]
-        # Record k after the first begin carries k overheads; remove them so
-        # differences are the instructions of the program code alone.
-        markers = [Marker(rid, t - t0 - overhead * (k - first)) for k, (rid, t) in enumerate(abs_t) if k >= first]
+    exit_at = abs_t[-1][1] if abs_t and abs_t[-1][0] == ID_EXIT else None
+    # Relative to the first begin (or the first record): record k after it
+    # carries k record overheads; remove them, so differences are the
+    # instructions of the program's own code.
+    first = next((k for k, (rid, _) in enumerate(abs_t) if rid == ID_BEGIN), 0)
+    t0 = abs_t[first][1] if abs_t else 0
+    markers = [
+        Marker(rid, t - t0 - overhead * (k - first))
+        for k, (rid, t) in enumerate(abs_t)
+        if k >= first and rid != ID_EXIT
+    ]
     regions: list[Region] = []
     cur: list[Marker] | None = None
     for m in markers:
@@ -289,12 +291,16 @@ def _parse_counts(
             if m.id == ID_END:
                 regions.append(Region(m.at - cur[0].at, _layers(cur, layer_names)))
                 cur = None
+    total: int | None
     if regions:
-        total: int | None = sum(r.instructions for r in regions)
+        total = sum(r.instructions for r in regions)
+        layers = _sum_layers([r.layers for r in regions])
     else:
-        exits = [m.at for m in markers if m.id == ID_EXIT]
-        total = exits[-1] if exits and first is None else None
-    return markers, regions, total, overhead, dropped
+        # No begin/end: the whole program from reset (its exit record's
+        # overhead is after the read), and any layer records anywhere.
+        total = exit_at
+        layers = _sum_layers([_layers(markers, layer_names)])
+    return markers, regions, layers, total, overhead, dropped
 
 
 def _layers(span: list[Marker], names: Sequence[str] | None) -> list[LayerCount]:
@@ -313,10 +319,10 @@ def _layers(span: list[Marker], names: Sequence[str] | None) -> list[LayerCount]
     return out
 
 
-def _sum_layers(regions: list[Region]) -> list[LayerCount]:
+def _sum_layers(per_region: list[list[LayerCount]]) -> list[LayerCount]:
     totals: dict[str, int] = {}
-    for r in regions:
-        for lc in r.layers:
+    for layers in per_region:
+        for lc in layers:
             totals[lc.name] = totals.get(lc.name, 0) + lc.instructions
     return [LayerCount(k, v) for k, v in totals.items()]
 
@@ -358,6 +364,7 @@ def run_elf(
     input_file: Path | str | None = None,
     timeout: float = 120.0,
     layer_names: Sequence[str] | None = None,
+    args: Sequence[str] = (),
     icount: bool = True,
 ) -> RunResult:
     """Run a bare-metal ELF under QEMU; return its stdout, exit code and instruction counts.
@@ -367,7 +374,9 @@ def run_elf(
     semihosting (its console input is not binary-safe and has no EOF). The
     output stream (mico_io_write) and any text go to stdout. The exit code
     is main's return value (99 after a trap). `layer_names[i]` names layer i
-    of the mico_count_layer_begin/end records. ``icount=False`` runs faster,
+    of the mico_count_layer_begin/end records. `args` are extra words of
+    the program's command line (main's argv[1:]; no spaces or commas).
+    ``icount=False`` runs faster,
     but then the counts are host timer ticks, neither exact nor repeatable.
     A timeout or a failure to start QEMU raises ToolchainError.
     """
@@ -378,19 +387,19 @@ def run_elf(
     with tempfile.TemporaryDirectory(prefix="micoc-rv32-") as tmp:
         work = Path(tmp)
         # Relative names in QEMU's cwd: no escaping of user paths needed.
-        args = ["counts=counts.bin"]
+        sh_args = [*args, "counts=counts.bin"]
         if stdin is not None and input_file is not None:
             raise ValueError("give stdin or input_file, not both")
         if stdin is not None:
             (work / "input.bin").write_bytes(stdin)
-            args.append("in=input.bin")
+            sh_args.append("in=input.bin")
         elif input_file is not None:
             src = Path(input_file).resolve()
             if not src.is_file():
                 raise ToolchainError(f"rv32 run: no such input file: {src}")
             (work / "input.bin").symlink_to(src)
-            args.append("in=input.bin")
-        cmd = qemu_command(elf, ram, args, icount=icount)
+            sh_args.append("in=input.bin")
+        cmd = qemu_command(elf, ram, sh_args, icount=icount)
         # stdout to a regular file, not a pipe: QEMU's stdio chardev drops
         # output when a pipe is full (seen: 64 KB of 200 KB arrived).
         out_path = work / "stdout.bin"
@@ -416,16 +425,18 @@ def run_elf(
         stdout = out_path.read_bytes()
         counts = work / "counts.bin"
         if counts.exists():
-            markers, regions, total, overhead, dropped = _parse_counts(counts.read_bytes(), layer_names)
+            markers, regions, layers, total, overhead, dropped = _parse_counts(
+                counts.read_bytes(), layer_names
+            )
         else:
-            markers, regions, total, overhead, dropped = [], [], None, 0, 0
+            markers, regions, layers, total, overhead, dropped = [], [], [], None, 0, 0
     return RunResult(
         stdout=stdout,
         exit_code=proc.returncode,
         instructions=total,
         markers=markers,
         regions=regions,
-        layers=_sum_layers(regions),
+        layers=layers,
         overhead=overhead,
         dropped=dropped,
     )

@@ -1,6 +1,7 @@
 /* micoc rv32 bare-metal start-up: QEMU virt (-bios none) jumps here in
  * M-mode at 0x80000000. Set up gp/sp, clear .bss, install a trap vector,
- * call main(), and exit through semihosting with main's return value. */
+ * then mico_start (mico_sh.c) calls main(argc, argv) with the semihosting
+ * command line and exits through semihosting with main's return value. */
 
     .section .text.init, "ax", @progbits
     .globl _start
@@ -22,10 +23,7 @@ _start:
     addi    t0, t0, 4
     j       1b
 2:
-    li      a0, 0              /* argc */
-    li      a1, 0              /* argv */
-    call    main
-    call    mico_sh_exit       /* never returns */
+    call    mico_start         /* argv from semihosting, main(), exit: never returns */
 3:  j       3b
     .size _start, . - _start
 

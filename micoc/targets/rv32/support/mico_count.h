@@ -7,7 +7,7 @@
  * by the semihosting argument counts=PATH, where micoc's run_elf reads it.
  *
  * Measurement overhead: one record costs a constant number of instructions
- * (the call, the CSR reads, the store), calibrated at mico_count_begin and
+ * (the call, the CSR reads, the store), calibrated at start-up and
  * subtracted by the host, so a region's count is the instructions of the
  * code between its two records only.
  *
@@ -30,7 +30,8 @@ uint64_t mico_instret(void);
 /* A record; ids >= 0xFFFFFF00 are reserved. Layer i uses ids 2i (begin)
  * and 2i+1 (end). Out of line (noinline) so every record costs the same. */
 void mico_count_mark(uint32_t id);
-/* Measure the cost of one record (once; later calls do nothing). */
+/* Measure the cost of one record (once, by the start-up code before main;
+ * later calls do nothing). */
 void mico_count_calibrate(void);
 
 /* The wrappers are inline so that each call site is exactly
@@ -39,7 +40,6 @@ void mico_count_calibrate(void);
 /* Start of an inference. */
 static inline void mico_count_begin(void)
 {
-    mico_count_calibrate();
     mico_count_mark(MICO_COUNT_ID_BEGIN);
 }
 /* End of an inference. */

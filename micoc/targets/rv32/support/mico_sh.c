@@ -177,6 +177,42 @@ int mico_sh_arg(const char *key, char *buf, uint32_t cap)
     return 0;
 }
 
+int main(int argc, char **argv);
+
+/* Split the command line into words in place (at most 32) and run main. */
+void mico_start(void) __attribute__((noreturn));
+void mico_start(void)
+{
+    static char *argv[33];
+    static char words[sizeof sh_cmdline];
+    int argc = 0;
+    const char *line = mico_sh_cmdline();
+    uint32_t i = 0;
+    for (; line[i] != '\0'; i++) {
+        words[i] = line[i]; /* a copy: mico_sh_arg keeps reading the original */
+    }
+    words[i] = '\0';
+    char *s = words;
+    mico_count_calibrate(); /* once, before any record */
+    while (*s != '\0' && argc < 32) {
+        while (*s == ' ') {
+            s++;
+        }
+        if (*s == '\0') {
+            break;
+        }
+        argv[argc++] = s;
+        while (*s != '\0' && *s != ' ') {
+            s++;
+        }
+        if (*s == ' ') {
+            *s++ = '\0';
+        }
+    }
+    argv[argc] = 0;
+    mico_sh_exit(main(argc, argv));
+}
+
 void mico_sh_exit(int32_t code)
 {
     mico_count_flush();
