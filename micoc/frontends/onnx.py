@@ -263,6 +263,7 @@ class _Importer:
         self.builder = GraphBuilder(graph_name)
         self.consts: dict[str, np.ndarray] = {}  # constant tensors by ONNX name
         self.values: dict[str, Value] = {}  # run-time tensors by ONNX name
+        self.sequences: dict[str, list[Value]] = {}  # tensor sequences (SplitToSequence) by name
         self._const_values: dict[str, Value] = {}  # constants already in the graph
         self.poisoned: set[str] = set()
         self.unsupported: list[str] = []  # "<OpType> '<loc>': why", one per node
@@ -349,7 +350,7 @@ class _Importer:
             self.poisoned.update(node.output)
             return
         for i in ins:
-            if i not in self.values and i not in self.consts:
+            if i not in self.values and i not in self.consts and i not in self.sequences:
                 raise InputError(f"node '{loc}' ({node.op_type}) reads '{i}', which no node produces", self.where)
         try:
             if node.domain not in ("", "ai.onnx"):
@@ -828,6 +829,41 @@ def _split(n: _Node) -> None:
         start += size
 
 
+def _split_to_sequence(n: _Node) -> None:
+    """A sequence of slices; only SequenceAt with a constant position may read it."""
+    x = n.dyn(0)
+    shape = x.type.shape
+    ax = _norm_axis(int(n.attr("axis", 0)), len(shape))
+    dim = shape[ax]
+    if n.has(1):
+        split = np.asarray(n.const(1, "split"))
+        step = int(split) if split.ndim == 0 else 0
+        sizes = [min(step, dim - i) for i in range(0, dim, step)] if step > 0 else [int(v) for v in split]
+    else:
+        sizes = [1] * dim
+    if sum(sizes) != dim or min(sizes, default=0) < 0:
+        raise _Unsupported(f"split sizes {sizes} do not cover dim {dim}")
+    squeeze = not n.has(1) and not n.attr("keepdims", 1)
+    parts, start = [], 0
+    for size in sizes:
+        part = n.emit("slice", [x], {"starts": [start], "ends": [start + size], "axes": [ax], "steps": [1]})
+        if squeeze:
+            part = n.emit("reshape", [part], {"shape": shape[:ax] + shape[ax + 1 :]})
+        parts.append(part)
+        start += size
+    n.imp.sequences[n.outputs[0]] = parts
+
+
+def _sequence_at(n: _Node) -> None:
+    parts = n.imp.sequences.get(n.inputs[0])
+    if parts is None:
+        raise _Unsupported("the sequence must come from SplitToSequence")
+    pos = int(np.asarray(n.const(1, "position")))
+    if not -len(parts) <= pos < len(parts):
+        raise _Unsupported(f"position {pos} is outside a sequence of {len(parts)}")
+    n.set(0, parts[pos])
+
+
 def _concat(n: _Node) -> None:
     vals = [n.value(i) for i in range(len(n.inputs)) if n.has(i)]
     rank = vals[0].type.rank
@@ -979,6 +1015,8 @@ def _size(n: _Node) -> None:
 
 
 _MAPPERS: dict[str, Callable[[_Node], None]] = {
+    "SplitToSequence": _split_to_sequence,
+    "SequenceAt": _sequence_at,
     "Conv": _conv,
     "Gemm": _gemm,
     "MatMul": _matmul,
