@@ -133,6 +133,7 @@ def build_elf(
     stack_size: int = 64 << 10,
     opt: str = "-O2",
     extra_cflags: Sequence[str] = (),
+    extra_ldflags: Sequence[str] = (),
     werror: bool = False,
     jobs: int | None = None,
     timeout: float = 600.0,
@@ -180,6 +181,7 @@ def build_elf(
         str(LINKER_SCRIPT),
         f"-Wl,--defsym=__mico_ram_size={ram_size:#x}",
         f"-Wl,--defsym=__mico_stack_size={stack_size:#x}",
+        *extra_ldflags,
         *[str(o) for o in objs],
         "-lgcc",  # soft-float and 64-bit division helpers
         "-o",
@@ -242,7 +244,10 @@ class Region:
 
 @dataclass
 class RunResult:
+    #: The console: mico_sh_puts text, and the output stream unless output_file.
     stdout: bytes
+    #: The output stream (mico_io_write) when run with output_file=True.
+    output: bytes | None
     exit_code: int
     #: Sum of all begin..end regions; without regions, all instructions from
     #: reset to exit. None if the program wrote no counts (it trapped).
@@ -365,6 +370,7 @@ def run_elf(
     timeout: float = 120.0,
     layer_names: Sequence[str] | None = None,
     args: Sequence[str] = (),
+    output_file: bool = False,
     icount: bool = True,
 ) -> RunResult:
     """Run a bare-metal ELF under QEMU; return its stdout, exit code and instruction counts.
@@ -372,7 +378,9 @@ def run_elf(
     The program's input stream (mico_io_read) is `stdin` (bytes) or the file
     `input_file`; either way QEMU reads it as a host file through
     semihosting (its console input is not binary-safe and has no EOF). The
-    output stream (mico_io_write) and any text go to stdout. The exit code
+    output stream (mico_io_write) and any text go to stdout, unless
+    ``output_file``: then the output stream is collected separately
+    (RunResult.output) and stdout holds only the text. The exit code
     is main's return value (99 after a trap). `layer_names[i]` names layer i
     of the mico_count_layer_begin/end records. `args` are extra words of
     the program's command line (main's argv[1:]; no spaces or commas).
@@ -399,6 +407,8 @@ def run_elf(
                 raise ToolchainError(f"rv32 run: no such input file: {src}")
             (work / "input.bin").symlink_to(src)
             sh_args.append("in=input.bin")
+        if output_file:
+            sh_args.append("out=output.bin")
         cmd = qemu_command(elf, ram, sh_args, icount=icount)
         # stdout to a regular file, not a pipe: QEMU's stdio chardev drops
         # output when a pipe is full (seen: 64 KB of 200 KB arrived).
@@ -423,6 +433,8 @@ def run_elf(
                 f"{_first_lines(proc.stderr.decode(errors='replace'))}"
             )
         stdout = out_path.read_bytes()
+        out_file = work / "output.bin"
+        output = out_file.read_bytes() if output_file and out_file.exists() else None
         counts = work / "counts.bin"
         if counts.exists():
             markers, regions, layers, total, overhead, dropped = _parse_counts(
@@ -432,6 +444,7 @@ def run_elf(
             markers, regions, layers, total, overhead, dropped = [], [], [], None, 0, 0
     return RunResult(
         stdout=stdout,
+        output=output,
         exit_code=proc.returncode,
         instructions=total,
         markers=markers,
