@@ -1,0 +1,43 @@
+"""The Target protocol: what a backend provides to `micoc compile` / `micoc run`."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, Protocol, runtime_checkable
+
+import numpy as np
+
+from micoc.ir.graph import Graph
+
+
+@runtime_checkable
+class Target(Protocol):
+    """A code generation target.
+
+    * ``name``: the --target name; ``description``: one line for list-targets.
+    * ``default_pipeline()``: the passes the target runs after the generic
+      quantize pipeline (its own lowering), as Pass instances.
+    * ``check_support(graph)``: raise UnsupportedError listing EVERY op and
+      bit width the target cannot handle, all at once, before any work.
+    * ``emit(graph, outdir)``: write the output directory (atomically);
+      returns the report (also written as outdir/report.json).
+    * ``build(outdir)``: compile it; returns the executable's path;
+      a missing toolchain raises ToolchainError naming the package.
+    * ``run(outdir, inputs)``: run samples (arrays whose dim 0 replaces the
+      batch dim) and return the float32 outputs stacked the same way.
+    """
+
+    name: str
+    description: str
+
+    def default_pipeline(self) -> list[Any]: ...
+
+    def check_support(self, graph: Graph) -> None: ...
+
+    def emit(self, graph: Graph, outdir: str | os.PathLike[str]) -> dict[str, Any]: ...
+
+    def build(self, outdir: str | os.PathLike[str]) -> Path: ...
+
+    def run(self, outdir: str | os.PathLike[str], inputs: Sequence[np.ndarray]) -> list[np.ndarray]: ...

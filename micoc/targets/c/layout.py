@@ -1,0 +1,161 @@
+"""Memory layout of the C runtime: tensor descriptors, weight formats, the arena.
+
+Activations (docs/semantics.md "Memory layout of the C runtime"): a tensor of
+shape [1, C, H, W] (or [1, K], viewed as C = K, H = W = 1) is stored as H*W
+pixels in row-major order; each pixel holds its C channels packed LSB first
+in containers of 1/2/4/8 bits and is padded with zero bits to a whole
+32-bit word. A conv tap is then a word-aligned run of codes.
+
+Conv/linear weights are packed along the reduction dimension in tap-major
+order (kh, kw, cin): one row per (cout, tap), padded to a word (PACKED), or,
+for the bit-serial kernels, one bit-plane per weight bit (PLANES).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from micoc.errors import UnsupportedError
+from micoc.ir.graph import Graph, Op, Value
+from micoc.ir.types import TensorType
+from micoc.numerics import container_bits, pack
+
+KIND_UNSIGNED, KIND_SIGNED, KIND_BINARY = 0, 1, 2
+WF_PACKED, WF_PLANES = 0, 1
+
+
+@dataclass(frozen=True)
+class TensorLayout:
+    c: int
+    h: int
+    w: int
+    cbits: int
+    bits: int
+    kind: int
+
+    @property
+    def wpp(self) -> int:
+        return -(-self.c * self.cbits // 32)
+
+    @property
+    def words(self) -> int:
+        return self.h * self.w * self.wpp
+
+    @property
+    def lb(self) -> int:
+        return {1: 0, 2: 1, 4: 2, 8: 3}[self.cbits]
+
+
+def kind_of(t: TensorType) -> int:
+    if t.elem == "qi1":
+        return KIND_BINARY
+    return KIND_SIGNED if t.signed else KIND_UNSIGNED
+
+
+def chw(shape: tuple[int, ...]) -> tuple[int, int, int] | None:
+    """The [C, H, W] view of a batch-1 activation shape, or None if the runtime can't hold it."""
+    if len(shape) == 4 and shape[0] == 1:
+        return shape[1], shape[2], shape[3]
+    if len(shape) == 2 and shape[0] == 1:
+        return shape[1], 1, 1
+    return None
+
+
+def tensor_layout(t: TensorType) -> TensorLayout:
+    v = chw(t.shape)
+    if v is None or not t.is_quantized:
+        raise UnsupportedError(f"the C runtime holds quantized [1,C,H,W] or [1,K] tensors, not {t}")
+    return TensorLayout(v[0], v[1], v[2], container_bits(t.bits), t.bits, kind_of(t))
+
+
+def use_planes(op: Op) -> bool:
+    """Bit-serial (AND + popcount over bit-planes) when a*w <= 8 and groups == 1:
+    cheaper than unpacking on a CPU without SIMD for 1- and 2-bit operands."""
+    groups = op.attrs.get("groups", 1)
+    return groups == 1 and op.operands[0].type.bits * op.operands[1].type.bits <= 8
+
+
+def conv_weight_rows(op: Op) -> tuple[np.ndarray, int, int, int]:
+    """Weights as [cout, kh, kw, cin_g] codes (linear: kh = kw = 1); returns (codes, cout, kh*kw, cin_g)."""
+    w = np.asarray(op.operands[1].data, dtype=np.int64)
+    if op.opname == "linear":
+        w = w[:, None, None, :]
+    else:
+        w = w.transpose(0, 2, 3, 1)
+    cout, kh, kw, cin = w.shape
+    return w, cout, kh * kw, cin
+
+
+def pack_conv_weights(op: Op) -> tuple[np.ndarray, int, int]:
+    """(uint32 words, format, words per tap or per plane) of a conv/linear weight."""
+    wt = op.operands[1].type
+    codes, cout, taps, cin = conv_weight_rows(op)
+    rows = codes.reshape(cout * taps, cin)
+    if use_planes(op):
+        if wt.elem == "qi1":
+            planes = [(rows > 0).astype(np.int64)]
+        else:
+            u = rows & 0xFF  # two's complement; planes above bits-1 are sign copies
+            planes = [(u >> q) & 1 for q in range(wt.bits)]
+        packed = np.stack([pack(p, 1, signed=False) for p in planes], axis=1)  # [rows, planes, ppw]
+        return packed.reshape(-1).astype(np.uint32), WF_PLANES, packed.shape[2]
+    packed = pack(rows, wt.bits, signed=True)
+    return packed.reshape(-1).astype(np.uint32), WF_PACKED, packed.shape[1]
+
+
+def conv_scratch_words(op: Op) -> int:
+    """Scratch of the bit-serial path: the bit-planes of the layer input (none for 1-bit inputs)."""
+    x = tensor_layout(op.operands[0].type)
+    if not use_planes(op) or x.cbits == 1:
+        return 0
+    return x.h * x.w * x.bits * (-(-x.c // 32))
+
+
+# ---------------------------------------------------------------------------
+# The arena
+# ---------------------------------------------------------------------------
+
+
+@dataclass
+class ArenaPlan:
+    offsets: dict[Value, int]  # in 32-bit words
+    words: int
+    lower_bound_words: int
+
+
+def plan_arena(graph: Graph, tensors: list[Value], sizes: dict[Value, int], keep: set[Value]) -> ArenaPlan:
+    """Offsets of the activation tensors in one static arena (first fit by liveness).
+
+    The one place that decides offsets: when the plan-buffers pass lands,
+    this reads its side table instead.
+    """
+    index = {op.result: i for i, op in enumerate(graph.ops)}
+    last: dict[Value, int] = {v: index.get(v, -1) for v in tensors}
+    for i, op in enumerate(graph.ops):
+        for v in op.operands:
+            if v in last:
+                last[v] = max(last[v], i)
+    end = len(graph.ops)
+    for v in keep:
+        last[v] = end
+    placed: list[tuple[int, int, int, int]] = []  # (start, stop, offset, size)
+    offsets: dict[Value, int] = {}
+    total = 0
+    for v in sorted(tensors, key=lambda t: index.get(t, -1)):
+        start, stop, size = index.get(v, -1), last[v], sizes[v]
+        live = sorted((o, o + s) for (b, e, o, s) in placed if not (e < start or stop < b))
+        off = 0
+        for lo, hi in live:
+            if off + size <= lo:
+                break
+            off = max(off, hi)
+        offsets[v] = off
+        placed.append((start, stop, off, size))
+        total = max(total, off + size)
+    # lower bound: the most words live at any one op
+    bound = 0
+    for i in range(-1, end + 1):
+        bound = max(bound, sum(s for (b, e, _, s) in placed if b <= i <= e))
+    return ArenaPlan(offsets, total, bound)

@@ -1,0 +1,103 @@
+"""The `host` target: portable C99 + the micoc runtime, built with the system cc, run as a process."""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import shutil
+import subprocess
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from micoc.errors import InputError, MicocError, ToolchainError
+from micoc.ir.graph import Graph
+from micoc.targets import register_target
+from micoc.targets.c.emitter import check_support, emit_c
+
+CFLAGS = ["-std=c99", "-O2", "-Wall", "-Wextra", "-Werror", "-pedantic", "-ffp-contract=off"]
+SOURCES = ["model.c", "weights.c", "mico_rt.c", "main.c", "mico_io_stdio.c"]
+SANITIZE = ["-fsanitize=address,undefined", "-fno-sanitize-recover=all", "-g", "-fno-omit-frame-pointer"]
+
+
+def find_cc() -> str:
+    cc = os.environ.get("CC") or "cc"
+    path = shutil.which(shlex.split(cc)[0])
+    if path is None:
+        raise ToolchainError(f"no C compiler '{cc}' found: install one (Debian/Ubuntu: apt-get install gcc)")
+    return cc
+
+
+def read_report(outdir: str | os.PathLike[str]) -> dict[str, Any]:
+    p = Path(outdir) / "report.json"
+    if not p.is_file():
+        raise InputError("not a micoc build directory (no report.json)", str(outdir))
+    try:
+        return json.loads(p.read_text())
+    except (OSError, ValueError) as e:
+        raise InputError(f"cannot read report.json: {e}", str(p)) from None
+
+
+@register_target
+class HostTarget:
+    name = "host"
+    description = "portable C99 + micoc runtime, built with the system cc and run as a process"
+
+    def default_pipeline(self) -> list[Any]:
+        return []  # the C emitter works on the quantized IR directly
+
+    def check_support(self, graph: Graph) -> None:
+        check_support(graph)
+
+    def emit(self, graph: Graph, outdir: str | os.PathLike[str]) -> dict[str, Any]:
+        return emit_c(graph, outdir, extra={"target": self.name})
+
+    def build(self, outdir: str | os.PathLike[str], *, exe: str = "model", extra_cflags: Sequence[str] = (),
+              reference: bool = False) -> Path:
+        out = Path(outdir)
+        cc = find_cc()
+        flags = [*CFLAGS, *extra_cflags, "-DMICO_IO_ARGS"] + (["-DMICO_REFERENCE"] if reference else [])
+        cmd = [*shlex.split(cc), *flags, "-o", exe, *SOURCES]
+        proc = subprocess.run(cmd, cwd=out, capture_output=True, text=True)
+        if proc.returncode != 0:
+            raise ToolchainError(f"C build failed ({' '.join(cmd)}):\n{proc.stderr.strip()}")
+        return out / exe
+
+    def run(self, outdir: str | os.PathLike[str], inputs: Sequence[np.ndarray], *,
+            exe: str = "model") -> list[np.ndarray]:
+        return self.run_with_codes(outdir, inputs, exe=exe, want_codes=False)[0]
+
+    def run_with_codes(self, outdir: str | os.PathLike[str], inputs: Sequence[np.ndarray], *, exe: str = "model",
+                       want_codes: bool = True) -> tuple[list[np.ndarray], np.ndarray | None]:
+        """Run N samples; returns ([float32 outputs [N, ...]], int32 output codes [N, ...] or None)."""
+        out = Path(outdir)
+        rep = read_report(out)
+        binary = out / exe
+        if not binary.exists():
+            self.build(out, exe=exe)
+        if len(inputs) != 1:
+            raise InputError(f"the model has 1 input, got {len(inputs)} arrays")
+        x = np.asarray(inputs[0], dtype=np.float32)
+        in_shape = tuple(rep["input"]["shape"])
+        if x.shape[1:] != in_shape[1:] or x.ndim != len(in_shape):
+            raise InputError(f"input has shape {list(x.shape)}; the model expects {list(in_shape)} "
+                             "(the first dimension may hold any number of samples)")
+        n = x.shape[0]
+        out_shape = tuple(rep["output"]["shape"])
+        per = int(np.prod(out_shape))
+        cmd = [str(binary.resolve())] + (["-c"] if want_codes else [])
+        proc = subprocess.run(cmd, input=np.ascontiguousarray(x).tobytes(), capture_output=True)
+        if proc.returncode != 0:
+            raise MicocError(f"{binary} failed with exit code {proc.returncode}: "
+                             f"{proc.stderr.decode(errors='replace').strip()}")
+        raw = np.frombuffer(proc.stdout, dtype=np.uint8)
+        rec = per * (2 if want_codes else 1)
+        if raw.size != 4 * rec * n:
+            raise MicocError(f"{binary} wrote {raw.size} bytes, expected {4 * rec * n}")
+        words = raw.view(np.uint32).reshape(n, rec)
+        y = words[:, :per].view(np.float32).reshape((n, *out_shape[1:]))
+        codes = words[:, per:].view(np.int32).reshape((n, *out_shape[1:])) if want_codes else None
+        return [y.copy()], (codes.copy() if codes is not None else None)
