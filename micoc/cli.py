@@ -119,9 +119,12 @@ def opt(settings: Settings, model: Path, pipeline: str, output: Path | None, **p
               help=".npy (one input) or .npz keyed by input name; dim 0 holds the samples.")
 @click.option("-o", "--output", required=True, type=click.Path(path_type=Path),
               help=".npy (one output) or .npz (output_<i>); float32.")
+@click.option("--report", type=click.Path(path_type=Path), default=None, help="Write a JSON run report here.")
 @pass_settings
-def run(settings: Settings, model: Path, input_path: Path, output: Path) -> None:
-    """Run MODEL (.onnx or .mir) with the reference interpreter."""
+def run(settings: Settings, model: Path, input_path: Path, output: Path, report: Path | None) -> None:
+    """Run MODEL (.onnx or .mir) with the reference interpreter, or a compiled build directory."""
+    if model.is_dir():
+        return run_build(settings, model, input_path, output, report)
     from micoc.datafiles import load_inputs, save_outputs
     from micoc.frontends.loader import load_model
     from micoc.interp import run as interpret
@@ -400,6 +403,129 @@ def profile_check(target: str, config: str | None, kind: str, csv_paths: tuple[P
     click.echo(f"  MAPE      {100 * res['mape']:.3f} %")
     click.echo(f"  Spearman  {res['spearman']:.6f}")
     click.echo(f"  exact     {res['exact_fraction']:.4f}")
+
+
+@cli.command()
+@click.argument("model", type=click.Path(path_type=Path))
+@click.option("--target", required=True, type=click.Choice(["vexii", "bitfusion", "host"]),
+              help="Target whose bit widths and cost model the search uses.")
+@click.option("--data", required=True, type=click.Path(path_type=Path),
+              help="Labelled data (.npz: samples + 'y'); scores every candidate (validation).")
+@click.option("--constraint", "constraint", multiple=True, metavar="METRIC=VALUE",
+              help="Budget: bops=0.3 | latency=0.5 | weights=20KB | latency=1.5e6cyc (repeatable; first is primary).")
+@click.option("--evals", type=int, default=32, show_default=True, help="Evaluation budget.")
+@click.option("--searcher", default="mico", show_default=True, help="mico, random, uniform, greedy (or a plugin).")
+@click.option("--eval", "evaluator", type=click.Choice(["ptq", "qat", "auto"]), default="auto", show_default=True,
+              help="ptq; qat (brief fine-tune); auto = qat if any layer < 4 bits.")
+@click.option("--qat-epochs", type=float, default=1.0, show_default=True)
+@click.option("--exact", is_flag=True, help="Score with the integer interpreter instead of the torch executor.")
+@click.option("--qtypes", default=None, help="Bit widths to choose from, e.g. 2,4,8 or 2..8 (default per target).")
+@click.option("--tie-wa", is_flag=True, help="Activation bits = weight bits in every layer.")
+@click.option("--pin-first-last", type=int, default=None, metavar="BITS", help="Fix the first and last layers.")
+@click.option("--config", default=None, help="vexii CPU configuration (latency constraint).")
+@click.option("--test-data", type=click.Path(path_type=Path), default=None, help="Labelled data to report the winner on.")
+@click.option("--train-data", type=click.Path(path_type=Path), default=None, help="Labelled data for QAT.")
+@click.option("--split", default=None, metavar="TR,VA,TE", help="Cut --data into train/validation/test, e.g. 0.6,0.2,0.2.")
+@click.option("--calib", type=click.Path(path_type=Path), default=None, help="Calibration samples (default: from train/--data).")
+@click.option("--calib-method", type=click.Choice(["minmax", "percentile", "mse"]), default="minmax", show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--batch", type=int, default=1, show_default=True, help="Candidates evaluated per searcher step.")
+@click.option("--workers", type=int, default=1, show_default=True, help="Local evaluation processes.")
+@click.option("--scheduler", default=None, metavar="tcp://HOST:PORT", help="Evaluate on a dask.distributed cluster.")
+@click.option("--resume", is_flag=True, help="Continue the journal in the output directory.")
+@click.option("-o", "--output", required=True, type=click.Path(path_type=Path), help="Output directory.")
+@pass_settings
+def search(settings: Settings, model: Path, **opts: object) -> None:
+    """Search per-layer bit widths of MODEL for the best accuracy under a budget."""
+    from micoc.search.command import SearchOptions, search_command
+
+    search_command(SearchOptions(model=model, **opts), log=lambda m: click.echo(m, err=True))  # type: ignore[arg-type]
+
+
+@cli.command("compile")
+@click.argument("model", type=click.Path(path_type=Path))
+@click.option("--target", "target_name", required=True, help="Code generation target (see list-targets).")
+@click.option("--calib", required=True, type=click.Path(path_type=Path),
+              help="Calibration data (.npz keyed by input name, or .npy); dim 0 holds the samples.")
+@click.option("--bits", default=None, metavar="wWaA", help="Uniform bits for every layer, e.g. w4a4.")
+@click.option("--scheme", type=click.Path(path_type=Path), default=None, help="Per-layer bits (JSON scheme file).")
+@click.option("--calib-method", type=click.Choice(["minmax", "percentile", "mse"]), default="minmax",
+              show_default=True)
+@click.option("--calib-samples", type=int, default=0, help="Use only the first N calibration samples.")
+@click.option("-o", "--output", required=True, type=click.Path(path_type=Path), help="Output directory.")
+@click.option("--run", "run_after", is_flag=True, help="Build and run the result on --input.")
+@click.option("--input", "input_path", type=click.Path(path_type=Path), default=None, help="Input for --run.")
+@click.option("--run-output", type=click.Path(path_type=Path), default=None, help="Where --run writes outputs.")
+@pipeline_options
+@pass_settings
+def compile_(settings: Settings, model: Path, target_name: str, calib: Path, bits: str | None,
+             scheme: Path | None, calib_method: str, calib_samples: int, output: Path, run_after: bool,
+             input_path: Path | None, run_output: Path | None, **popts: object) -> None:
+    """Compile MODEL for a target into an output directory (C project, IR, report.json)."""
+    from micoc.datafiles import load_inputs, save_outputs
+    from micoc.frontends.loader import load_model
+    from micoc.passes import PassManager
+    from micoc.targets import get_target
+
+    target = get_target(target_name)
+    if run_after and input_path is None:
+        raise click.UsageError("--run needs --input")
+    passes = quantize_pipeline(bits, scheme, calib, calib_method, calib_samples) + target.default_pipeline()
+    pm = PassManager(passes, make_context(**popts))  # type: ignore[arg-type]
+    settings.log(f"pipeline: {pm.pipeline_string()}")
+    t0 = time.perf_counter()
+    graph = load_model(model)
+    pm.run(graph)
+    target.check_support(graph)
+    report = target.emit(graph, output)
+    t1 = time.perf_counter()
+    target.build(output)
+    settings.log(f"emitted {output} in {t1 - t0:.2f} s, built in {time.perf_counter() - t1:.2f} s; "
+                 f"weights {report['weight_bytes']} B, arena {report['arena_bytes']} B")
+    if run_after:
+        assert input_path is not None
+        inputs = load_inputs(input_path, graph)
+        outputs = target.run(output, list(inputs.values()))
+        if run_output is not None:
+            save_outputs(run_output, graph, outputs)
+            settings.log(f"wrote {run_output}")
+        else:
+            for i, row in enumerate(outputs[0].reshape(outputs[0].shape[0], -1)):
+                click.echo(f"sample {i}: argmax {int(row.argmax())}")
+
+
+@cli.command("list-targets")
+def list_targets() -> None:
+    """List the registered code generation targets."""
+    from micoc.targets import available_targets
+
+    for name, t in sorted(available_targets().items()):
+        click.echo(f"{name:<10} {t.description}")
+
+
+def run_build(settings: Settings, build: Path, input_path: Path, output: Path, report: Path | None) -> None:
+    """`micoc run DIR`: run a compiled build with its target."""
+    import json
+
+    from micoc.datafiles import atomic_write, load_inputs, save_outputs
+    from micoc.frontends.loader import load_model
+    from micoc.targets import get_target
+    from micoc.targets.host import read_report
+
+    info = read_report(build)
+    target = get_target(info.get("target", "host"))
+    graph = load_model(build / "model.mir")
+    inputs = load_inputs(input_path, graph)
+    t0 = time.perf_counter()
+    outputs = target.run(build, list(inputs.values()))
+    dt = time.perf_counter() - t0
+    save_outputs(output, graph, outputs)
+    n = outputs[0].shape[0]
+    settings.log(f"ran {n} sample(s) on {target.name} in {1e3 * dt:.1f} ms; wrote {output}")
+    if report is not None:
+        doc = {"target": target.name, "build": str(build), "samples": int(n), "seconds": dt,
+               "outputs": [list(o.shape) for o in outputs]}
+        atomic_write(report, lambda f: f.write((json.dumps(doc, indent=2) + "\n").encode()))
 
 
 def main(argv: list[str] | None = None) -> int:

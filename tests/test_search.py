@@ -1,0 +1,234 @@
+"""Mixed-precision search (issue 6): constraints hold, tight budgets and tiny
+spaces end cleanly, resume equals an uninterrupted run without repeating an
+evaluation, and a dask cluster gives the same result as one process.
+
+LeNet-5 with MNIST validation samples, one seed, small budgets."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from micoc.errors import UsageError
+from micoc.frontends.onnx import import_onnx
+from micoc.passes import PassManager
+from micoc.search import (
+    EvalData,
+    Evaluator,
+    SearchSpace,
+    constraints_from_text,
+    parse_constraint,
+    run_search,
+)
+from micoc.search.constraints import repair
+
+ROOT = Path(__file__).resolve().parents[1]
+LENET = ROOT / "examples" / "lenet5.onnx"
+
+
+@pytest.fixture(scope="module")
+def setup():  # type: ignore[no-untyped-def]
+    import torch
+
+    from examples.data import mnist
+
+    torch.set_num_threads(1)
+    g = import_onnx(LENET)
+    PassManager.from_string("canonicalize").run(g)
+    xv, yv = mnist("validation")
+    xt, yt = mnist("test")
+    data = EvalData.from_arrays(xv[:300], yv[:300], x_test=xt[:300], y_test=yt[:300], calib_samples=128)
+    return g, data
+
+
+def space_cs(g, constraint: str = "bops=0.3", qtypes=range(2, 9), **kw):  # type: ignore[no-untyped-def]
+    space = SearchSpace.for_graph(g, qtypes, **kw)
+    return space, constraints_from_text(g, "bops", space, [constraint])
+
+
+def records_of(result):  # type: ignore[no-untyped-def]
+    return [(r.index, r.scheme.tolist(), r.score) for r in result.records]
+
+
+# -- space and constraints ------------------------------------------------------------
+
+
+def test_space_conversion_and_normalization(setup) -> None:  # type: ignore[no-untyped-def]
+    g, _ = setup
+    space = SearchSpace.for_graph(g, [2, 4, 8], tie_wa=True, pin_first_last=8)
+    s = space.random(np.random.default_rng(0), 50)
+    assert (s[:, :, 0] == s[:, :, 1]).all() and (s[:, 0] == 8).all() and (s[:, -1] == 8).all()
+    assert space.size() == 3 ** 3 and space.contains(s[0])
+    assert np.array_equal(space.from_scheme(space.to_scheme(s[0])), s[0])
+
+
+@pytest.mark.parametrize("text, absolute, value", [
+    ("bops=0.3", False, 0.3), ("weights=20KB", True, 20e3), ("latency=1.5e6cyc", True, 1.5e6),
+    ("bops=30%", False, 0.3), ("weights<=2KiB", True, 2048),
+])  # fmt: skip
+def test_parse_constraint(text: str, absolute: bool, value: float) -> None:
+    c = parse_constraint(text)
+    assert c.absolute == absolute and c.value == pytest.approx(value)
+
+
+@pytest.mark.parametrize("text, msg", [
+    ("bops", "expected METRIC=VALUE"), ("flops=0.3", "unknown metric"), ("bops=-1", "positive"),
+    ("weights=3furlongs", "unknown unit"), ("arena=0.5", "not yet supported"),
+])  # fmt: skip
+def test_bad_constraints(text: str, msg: str) -> None:
+    with pytest.raises(UsageError, match=msg):
+        parse_constraint(text)
+
+
+def test_latency_needs_a_cost_model(setup) -> None:  # type: ignore[no-untyped-def]
+    g, _ = setup
+    space = SearchSpace.for_graph(g, [1, 2, 4, 8])
+    with pytest.raises(UsageError, match="latency constraint needs a target"):
+        constraints_from_text(g, "host", space, ["latency=0.5"])
+    cs = constraints_from_text(g, "bitfusion", SearchSpace.for_graph(g, range(2, 9)), ["latency=0.5"])
+    assert cs.fractions(cs.space.uniform(8))[0, 0] == pytest.approx(2.0)
+
+
+def test_repair_makes_every_scheme_feasible(setup) -> None:  # type: ignore[no-untyped-def]
+    g, _ = setup
+    space, cs = space_cs(g, "bops=0.1")
+    s = space.random(np.random.default_rng(1), 500)
+    assert not cs.feasible(s).all()
+    fixed = repair(cs, s)
+    assert cs.feasible(fixed).all()
+    ok = cs.feasible(s)
+    assert np.array_equal(fixed[ok], s[ok])  # feasible ones untouched
+
+
+def test_infeasible_budget_names_smallest_fraction(setup) -> None:  # type: ignore[no-untyped-def]
+    g, data = setup
+    space, cs = space_cs(g, "bops=0.01")
+    with pytest.raises(UsageError, match=r"smallest achievable bops is 0.0625 of INT8"):
+        run_search(g, space, cs, Evaluator(g, space, data), evals=4)
+
+
+# -- searches ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("searcher", ["mico", "random", "uniform", "greedy"])
+def test_result_satisfies_tight_budget(setup, searcher: str) -> None:  # type: ignore[no-untyped-def]
+    g, data = setup
+    space, cs = space_cs(g, "bops=0.1")
+    res = run_search(g, space, cs, Evaluator(g, space, data), searcher=searcher, evals=7, seed=0)
+    assert res.best is not None and cs.feasible(res.best.scheme[None])[0]
+    assert res.best.of_int8["bops"] <= 0.1 + 1e-9
+    assert res.test_score is not None
+    if searcher != "greedy":  # greedy's sensitivity probes are the one deliberate exception
+        assert all(r.feasible for r in res.records)
+    assert len({r.scheme.tobytes() for r in res.records}) == len(res.records)  # no repeats
+
+
+def test_more_initial_samples_than_the_space_holds(setup) -> None:  # type: ignore[no-untyped-def]
+    g, data = setup
+    # 3 free layers x {4, 8} (tied, first/last pinned): 8 schemes, some over budget.
+    space, cs = space_cs(g, "bops=0.5", qtypes=[4, 8], tie_wa=True, pin_first_last=4)
+    assert space.size() == 8
+    res = run_search(g, space, cs, Evaluator(g, space, data), searcher="mico", evals=20,
+                     searcher_options={"n_init": 50})
+    assert res.stopped == "exhausted"
+    every = np.array([space.normalize(np.array([[4, 4], [a, a], [b, b], [c, c], [4, 4]]))
+                      for a in (4, 8) for b in (4, 8) for c in (4, 8)])
+    assert len(res.records) == int(cs.feasible(every).sum()) < 8
+    assert res.best is not None and res.best.feasible
+
+
+def test_resume_equals_uninterrupted_and_never_repeats(setup, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    g, data = setup
+    space, cs = space_cs(g)
+    full_ev = Evaluator(g, space, data)
+    full = run_search(g, space, cs, full_ev, evals=9, seed=3, batch=2, journal=tmp_path / "a.jsonl")
+    assert full_ev.calls == 9
+
+    ev1 = Evaluator(g, space, data)
+    part = run_search(g, space, cs, ev1, evals=9, seed=3, batch=2, journal=tmp_path / "b.jsonl", stop_after=5)
+    assert part.stopped == "interrupted" and ev1.calls == 5
+    # A kill -9 in the middle of a write leaves a torn last line: it is dropped.
+    with (tmp_path / "b.jsonl").open("a") as f:
+        f.write('{"index": 5, "sche')
+    ev2 = Evaluator(g, space, data)
+    resumed = run_search(g, space, cs, ev2, evals=9, seed=3, batch=2, journal=tmp_path / "b.jsonl", resume=True)
+    assert ev2.calls == 4  # 5 + 4 = 9: nothing evaluated twice
+    assert records_of(resumed) == records_of(full)
+    assert resumed.best_scheme == full.best_scheme and resumed.test_score == full.test_score
+    lines = (tmp_path / "b.jsonl").read_text().splitlines()
+    assert len(lines) == 1 + 9 and all(json.loads(line) for line in lines)
+
+    # Resuming once more evaluates nothing.
+    ev3 = Evaluator(g, space, data)
+    again = run_search(g, space, cs, ev3, evals=9, seed=3, batch=2, journal=tmp_path / "b.jsonl", resume=True)
+    assert ev3.calls == 0 and records_of(again) == records_of(full)
+
+    # A journal is reused only for the same model, data and settings.
+    other = EvalData.from_arrays(data.x_val[:200], data.y_val[:200])
+    with pytest.raises(UsageError, match="different data"):
+        run_search(g, space, cs, Evaluator(g, space, other), evals=9, seed=3, batch=2,
+                   journal=tmp_path / "b.jsonl", resume=True)
+    with pytest.raises(UsageError, match=r"different settings \(changed: seed\)"):
+        run_search(g, space, cs, Evaluator(g, space, data), evals=9, seed=4, batch=2,
+                   journal=tmp_path / "b.jsonl", resume=True)
+
+
+def test_dask_cluster_equals_one_worker(setup) -> None:  # type: ignore[no-untyped-def]
+    distributed = pytest.importorskip("distributed")
+    g, data = setup
+    space, cs = space_cs(g)
+    serial = run_search(g, space, cs, Evaluator(g, space, data), evals=6, seed=1, batch=3, test=False)
+    with distributed.LocalCluster(n_workers=2, processes=True, threads_per_worker=1, host="127.0.0.1",
+                                  dashboard_address=None) as cluster, distributed.Client(cluster) as client:
+        dist = run_search(g, space, cs, Evaluator(g, space, data), evals=6, seed=1, batch=3, client=client,
+                          test=False)
+    assert records_of(dist) == records_of(serial)
+    assert dist.best_scheme == serial.best_scheme
+
+
+# -- the command line ------------------------------------------------------------------------
+
+
+def test_cli_search_writes_outputs(setup, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    from examples.data import save_npz
+    from micoc.cli import main
+    from micoc.scheme import load_scheme
+
+    _, data = setup
+    val = save_npz(tmp_path / "val.npz", data.x_val[:200], data.y_val[:200])
+    out = tmp_path / "out"
+    args = ["search", str(LENET), "--target", "bitfusion", "--data", str(val), "--constraint", "bops=0.3",
+            "--constraint", "weights=0.4", "--eval", "ptq", "--evals", "4", "-o", str(out)]
+    assert main(args) == 0
+    for name in ("best_scheme.json", "journal.jsonl", "pareto.csv", "pareto.png", "report.json"):
+        assert (out / name).exists(), name
+    scheme = load_scheme(out / "best_scheme.json")
+    assert all(2 <= b <= 8 for pair in scheme.values() for b in pair)  # bitfusion: 2..8 bits
+    rep = json.loads((out / "report.json").read_text())
+    assert rep["evaluations"] == 4 and rep["best"]["of_int8"]["bops"] <= 0.3
+    assert rep["best"]["of_int8"]["weights"] <= 0.4
+    assert main(args + ["--resume"]) == 0
+    assert json.loads((out / "report.json").read_text())["replayed"] == 4
+    # The scheme drives `micoc quantize`.
+    assert main(["quantize", str(LENET), "--calib", str(val), "--scheme", str(out / "best_scheme.json"),
+                 "-o", str(tmp_path / "q.mir")]) == 0
+
+
+@pytest.mark.parametrize("extra, msg", [
+    (["--constraint", "bops=zero"], "bad constraint"),
+    (["--constraint", "bops=0.001"], "smallest achievable"),
+    (["--constraint", "latency=0.5", "--target", "host"], "latency constraint needs"),
+])  # fmt: skip
+def test_cli_errors_exit_2(setup, tmp_path: Path, capsys, extra: list[str], msg: str) -> None:  # type: ignore[no-untyped-def]
+    from examples.data import save_npz
+    from micoc.cli import main
+
+    _, data = setup
+    val = save_npz(tmp_path / "val.npz", data.x_val[:50], data.y_val[:50])
+    args = ["search", str(LENET), "--target", "vexii", "--data", str(val), "--evals", "2", "-o",
+            str(tmp_path / "o")]
+    assert main(args + extra) == 2
+    assert msg in capsys.readouterr().err
