@@ -34,6 +34,7 @@ from micoc.ir.graph import Graph, Op, Value
 from micoc.numerics import container_bits, quantize_multipliers_common
 from micoc.targets.c.layout import (
     WF_PLANES,
+    ArenaPlan,
     TensorLayout,
     chw,
     conv_scratch_words,
@@ -157,6 +158,7 @@ class _Emitter:
         self.layout: dict[Value, TensorLayout] = {}
         self.scratch = 0
         self.n_layer = 0
+        self.planner = ""
 
     # -- tensors ------------------------------------------------------------------
     def tensors(self) -> tuple[list[Value], Op, Op]:
@@ -310,14 +312,8 @@ class _Emitter:
 
     def repack(self, op: Op) -> None:
         x, y = op.operands[0], op.result
-        lx, ly = self.layout[x], self.layout[y]
-        idx = np.zeros(x.type.shape, dtype=np.int64)
-        c, h, w = lx.c, lx.h, lx.w
-        flat = (np.arange(c)[:, None, None] + c * (np.arange(h)[:, None] * w + np.arange(w))[None]).reshape(x.type.shape)
-        idx[...] = flat
-        out = np.asarray(get_kernel(op)(op, [idx])).reshape(ly.c, ly.h * ly.w)  # [C', pix']
-        table = out.T.reshape(-1)  # numbered pix' * C' + c'
-        if lx == ly and np.array_equal(table, np.arange(table.size)):
+        table = self.gather_table(op)
+        if table is None:
             self.call(op, f"mico_copy({self.tref(x)}, {self.tref(y)});")
             return
         off = self.blob.add(f"{op.opname}_{len(self.body)}.index", "index table", table.astype(np.uint32))
@@ -326,6 +322,46 @@ class _Emitter:
     op_reshape = repack
     op_transpose = repack
     op_slice = repack
+
+    # -- the arena ----------------------------------------------------------------
+    def plan(self, vals: list[Value], sizes: dict[Value, int], out_t: Value) -> ArenaPlan:
+        """Offsets from the plan-buffers pass (sizes in this layout), or our own first fit
+        when its reshape aliases don't hold here (a reshape that changes the packed layout
+        is a gather into a new tensor, not an alias)."""
+        try:
+            from micoc.passes.plan_buffers import plan_buffers
+        except ImportError:  # pragma: no cover - the pass is optional
+            plan_buffers = None
+        if plan_buffers is not None:
+            qset = set(vals)
+            bp = plan_buffers(self.g, size_of=lambda v: 4 * sizes[v] if v in qset else 0)
+            ok = all(
+                self.layout_identical(v.producer)
+                for v in bp.alias_of
+                if v in qset and v.producer is not None and v.producer.opname == "reshape"
+            )
+            if ok and all(bp.offsets[v] % 4 == 0 for v in vals):
+                self.planner = f"plan-buffers ({bp.strategy})"
+                return ArenaPlan({v: bp.offsets[v] // 4 for v in vals}, -(-bp.arena_bytes // 4),
+                                 -(-bp.lower_bound // 4))
+        self.planner = "first-fit"
+        return plan_arena(self.g, vals, sizes, keep={out_t})
+
+    def layout_identical(self, op: Op) -> bool:
+        return self.gather_table(op) is None
+
+    def gather_table(self, op: Op) -> np.ndarray | None:
+        """The gather table of a reshape/transpose/slice, None when it moves nothing."""
+        x, y = op.operands[0], op.result
+        lx, ly = tensor_layout(x.type), tensor_layout(y.type)
+        c, h, w = lx.c, lx.h, lx.w
+        flat = (np.arange(c)[:, None, None] + c * (np.arange(h)[:, None] * w + np.arange(w))[None])
+        idx = np.ascontiguousarray(flat.reshape(x.type.shape).astype(np.int64))
+        out = np.asarray(get_kernel(op)(op, [idx])).reshape(ly.c, ly.h * ly.w)  # [C', pix']
+        table = out.T.reshape(-1)  # numbered pix' * C' + c'
+        if lx == ly and np.array_equal(table, np.arange(table.size)):
+            return None
+        return table
 
     # -- whole model ------------------------------------------------------------
     def run(self) -> tuple[dict[str, str], dict[str, Any]]:
@@ -336,7 +372,7 @@ class _Emitter:
             self.layout[v] = tensor_layout(v.type)
         sizes = {v: self.layout[v].words for v in vals}
         out_t = dop.operands[0]
-        plan = plan_arena(self.g, vals, sizes, keep={out_t})
+        plan = self.plan(vals, sizes, out_t)
         for op in self.g.ops:
             if op.opname in ("quantize", "dequantize") or not op.result.type.is_quantized:
                 continue
@@ -392,6 +428,7 @@ class _Emitter:
             "weights": weights,
             "weight_bytes_by_kind": _by_kind(weights),
             "arena_bytes": 4 * plan.words,
+            "arena_planner": self.planner,
             "arena_lower_bound_bytes": 4 * plan.lower_bound_words,
             "scratch_bytes": 4 * self.scratch,
             "layers": self.layers,
