@@ -405,6 +405,43 @@ def profile_check(target: str, config: str | None, kind: str, csv_paths: tuple[P
     click.echo(f"  exact     {res['exact_fraction']:.4f}")
 
 
+@cli.command()
+@click.argument("model", type=click.Path(path_type=Path))
+@click.option("--target", required=True, type=click.Choice(["vexii", "bitfusion", "host"]),
+              help="Target whose bit widths and cost model the search uses.")
+@click.option("--data", required=True, type=click.Path(path_type=Path),
+              help="Labelled data (.npz: samples + 'y'); scores every candidate (validation).")
+@click.option("--constraint", "constraint", multiple=True, metavar="METRIC=VALUE",
+              help="Budget: bops=0.3 | latency=0.5 | weights=20KB | latency=1.5e6cyc (repeatable; first is primary).")
+@click.option("--evals", type=int, default=32, show_default=True, help="Evaluation budget.")
+@click.option("--searcher", default="mico", show_default=True, help="mico, random, uniform, greedy (or a plugin).")
+@click.option("--eval", "evaluator", type=click.Choice(["ptq", "qat", "auto"]), default="auto", show_default=True,
+              help="ptq; qat (brief fine-tune); auto = qat if any layer < 4 bits.")
+@click.option("--qat-epochs", type=float, default=1.0, show_default=True)
+@click.option("--exact", is_flag=True, help="Score with the integer interpreter instead of the torch executor.")
+@click.option("--qtypes", default=None, help="Bit widths to choose from, e.g. 2,4,8 or 2..8 (default per target).")
+@click.option("--tie-wa", is_flag=True, help="Activation bits = weight bits in every layer.")
+@click.option("--pin-first-last", type=int, default=None, metavar="BITS", help="Fix the first and last layers.")
+@click.option("--config", default=None, help="vexii CPU configuration (latency constraint).")
+@click.option("--test-data", type=click.Path(path_type=Path), default=None, help="Labelled data to report the winner on.")
+@click.option("--train-data", type=click.Path(path_type=Path), default=None, help="Labelled data for QAT.")
+@click.option("--split", default=None, metavar="TR,VA,TE", help="Cut --data into train/validation/test, e.g. 0.6,0.2,0.2.")
+@click.option("--calib", type=click.Path(path_type=Path), default=None, help="Calibration samples (default: from train/--data).")
+@click.option("--calib-method", type=click.Choice(["minmax", "percentile", "mse"]), default="minmax", show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--batch", type=int, default=1, show_default=True, help="Candidates evaluated per searcher step.")
+@click.option("--workers", type=int, default=1, show_default=True, help="Local evaluation processes.")
+@click.option("--scheduler", default=None, metavar="tcp://HOST:PORT", help="Evaluate on a dask.distributed cluster.")
+@click.option("--resume", is_flag=True, help="Continue the journal in the output directory.")
+@click.option("-o", "--output", required=True, type=click.Path(path_type=Path), help="Output directory.")
+@pass_settings
+def search(settings: Settings, model: Path, **opts: object) -> None:
+    """Search per-layer bit widths of MODEL for the best accuracy under a budget."""
+    from micoc.search.command import SearchOptions, search_command
+
+    search_command(SearchOptions(model=model, **opts), log=lambda m: click.echo(m, err=True))  # type: ignore[arg-type]
+
+
 @cli.command("compile")
 @click.argument("model", type=click.Path(path_type=Path))
 @click.option("--target", "target_name", required=True, help="Code generation target (see list-targets).")
