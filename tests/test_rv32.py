@@ -145,6 +145,15 @@ def test_ram_size_is_configurable(tmp_path: Path) -> None:
     assert rv32.run_elf(elf).exit_code == 12
     with pytest.raises(ToolchainError, match="do not fit in RAM"):
         _build(tmp_path, "big2", code, ram_size=32 << 20)
+    with pytest.raises(ValueError, match="ram_size"):
+        _build(tmp_path, "big3", code, ram_size=4 << 30)  # beyond the 32-bit address space
+
+
+@needs_toolchain
+def test_timeout_is_toolchain_error(build_dir: Path) -> None:
+    elf = _build(build_dir, "spin", "int main(void) { for (;;) { __asm__ volatile(\"\"); } }\n")
+    with pytest.raises(ToolchainError, match="timed out"):
+        rv32.run_elf(elf, timeout=1.5)
 
 
 @needs_toolchain
@@ -464,6 +473,28 @@ def test_counts_linear_in_loop_length(loop_elf: Path) -> None:
     assert dot[2] - dot[1] == per_1000  # exactly k * N + c
     k = per_1000 / 1000
     assert k == int(k) and 3 <= k <= 10  # lb, lb, mul, add, addi, addi, bne ~ 7
+
+
+LAYERS_ONLY = r"""
+#include "mico_count.h"
+int main(void)
+{
+    mico_count_layer_begin(0);
+    __asm__ volatile(".rept 7\n addi x0, x0, 0\n .endr");
+    mico_count_layer_end(0);
+    mico_count_layer_begin(1);
+    mico_count_layer_end(1);
+    return 0;
+}
+"""
+
+
+@needs_toolchain
+def test_layer_records_without_begin_end(build_dir: Path) -> None:
+    r = rv32.run_elf(_build(build_dir, "layers_only", LAYERS_ONLY), layer_names=["a"])
+    assert r.regions == []
+    assert [(lc.name, lc.instructions) for lc in r.layers] == [("a", 7), ("layer1", 0)]
+    assert r.instructions is not None and r.instructions > 7  # whole program
 
 
 @needs_toolchain

@@ -64,6 +64,8 @@ LDFLAGS: tuple[str, ...] = (
 RAM_BASE = 0x8000_0000
 #: QEMU virt's default RAM; ResNet-18 at 8 bits (~11 MB of weights) fits.
 DEFAULT_RAM_SIZE = 128 << 20
+#: RAM ends below 4 GiB (QEMU's -m counts whole MiB).
+MAX_RAM_SIZE = 2047 << 20
 #: -icount shift=0: one virtual ns per instruction, minstret exact. sleep=off:
 #: the virtual clock never jumps forward while QEMU waits (semihosting I/O).
 ICOUNT = "shift=0,sleep=off"
@@ -149,8 +151,11 @@ def build_elf(
     """
     gcc = find_gcc()
     out = Path(out).resolve()
-    if ram_size <= 0 or ram_size % 4096:
-        raise ValueError(f"ram_size must be a positive multiple of 4096, got {ram_size}")
+    if ram_size <= 0 or ram_size % 4096 or ram_size > MAX_RAM_SIZE:
+        raise ValueError(
+            f"ram_size must be a multiple of 4096 in (0, {MAX_RAM_SIZE:#x}] (RAM starts at "
+            f"{RAM_BASE:#x} in a 32-bit address space), got {ram_size:#x}"
+        )
     objdir = out.with_name(out.name + ".obj")
     objdir.mkdir(parents=True, exist_ok=True)
     incs = [f"-I{Path(d).resolve()}" for d in include_dirs] + [f"-I{SUPPORT_DIR}"]
