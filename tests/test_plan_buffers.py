@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 
 from micoc.analysis.liveness import live_across, live_at, live_intervals
 from micoc.errors import UsageError
-from micoc.ir import Graph, GraphBuilder, QuantParams, TensorType, Value, f32
+from micoc.ir import Graph, GraphBuilder, Op, QuantParams, TensorType, Value, f32
 from micoc.passes import PassContext, PassManager
 from micoc.passes.plan_buffers import (
     STRATEGIES,
@@ -55,16 +55,21 @@ def container(t: TensorType) -> int:
     return next(c for c in (1, 2, 4, 8) if c >= bits)
 
 
-def reshape_root(v: Value) -> Value:
-    while v.producer is not None and v.producer.opname == "reshape" and not v.producer.operands[0].is_const:
+def view_root(v: Value, is_view: Callable[[Op], bool]) -> Value:
+    while v.producer is not None and is_view(v.producer) and not v.producer.operands[0].is_const:
         v = v.producer.operands[0]
     return v
 
 
-def assert_valid(g: Graph, plan: BufferPlan, size_of: Callable[[Value], int] | None = None) -> None:
+def assert_valid(
+    g: Graph,
+    plan: BufferPlan,
+    size_of: Callable[[Value], int] | None = None,
+    is_view: Callable[[Op], bool] = lambda op: op.opname == "reshape",
+) -> None:
     """Brute force: every pair of activations live at a common op index whose
-    bytes intersect must be one tensor (reshape aliases) or an in-place
-    hand-over at exactly one element-wise op."""
+    bytes intersect must be one tensor (views, by default reshapes) or an
+    in-place hand-over at exactly one element-wise op."""
     size = size_of or (lambda v: packed_activation_bytes(v.type))
     iv = intervals_of(g)
     assert set(plan.offsets) == set(iv)
@@ -79,7 +84,7 @@ def assert_valid(g: Graph, plan: BufferPlan, size_of: Callable[[Value], int] | N
         oa, ob = plan.offsets[a], plan.offsets[b]
         if not (oa < ob + size(b) and ob < oa + size(a)):
             continue  # disjoint bytes
-        if reshape_root(a) is reshape_root(b):
+        if view_root(a, is_view) is view_root(b, is_view):
             assert oa == ob
             continue
         meet = max(sa, sb)
@@ -293,9 +298,27 @@ def test_reshape_costs_nothing() -> None:
     b.output(linear(b, r, 10))  # 40
     plan = plan_buffers(b.graph)
     assert_valid(b.graph, plan)
-    assert plan.offsets[r] == plan.offsets[y] and plan.alias_of[r] is y
+    assert plan.offsets[r] == plan.offsets[y] and plan.alias_of[r] is y and plan.views == {r}
     assert len(plan.buffers) == 3
     assert plan.arena_bytes == plan.lower_bound == 512
+
+
+def test_target_decides_views() -> None:
+    # A target whose flatten is a gather (channel-packed pixels -> one row)
+    # gets a separate buffer for it; one whose slice moves nothing, an alias.
+    b = GraphBuilder("flatten")
+    x = b.input("x", f32(1, 1, 2, 2))  # 16 bytes
+    y = conv(b, x, 16)  # 256
+    s = b.op("slice", [y], {"starts": [0], "ends": [8], "axes": [1], "steps": [1]})  # 128
+    r = b.op("reshape", [s], {"shape": [1, 32]})  # 128
+    b.output(linear(b, r, 10))  # 40
+    plan = plan_buffers(b.graph, is_view=lambda op: op.opname == "slice")
+    assert_valid(b.graph, plan, is_view=lambda op: op.opname == "slice")
+    assert plan.views == {s} and plan.alias_of == {s: y}
+    assert plan.offsets[r] != plan.offsets[y]
+    assert plan.arena_bytes == plan.lower_bound == 256 + 128  # y (and its view s) + r
+    d = plan.to_dict(b.graph)["values"]
+    assert d["%1"]["view"] and d["%1"]["alias_of"] == "%0" and not d["%2"]["view"]
 
 
 def test_reshape_keeps_its_source_alive() -> None:
@@ -429,10 +452,15 @@ def random_graph(draw: st.DrawFn) -> Graph:
 
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(random_graph(), st.sampled_from(["auto", *STRATEGIES]), st.booleans(), st.sampled_from([1, 4, 16]))
-def test_random_dags(g: Graph, strategy: str, inplace: bool, alignment: int) -> None:
-    plan = plan_buffers(g, strategy=strategy, inplace=inplace, alignment=alignment)
-    assert_valid(g, plan)
+@given(random_graph(), st.sampled_from(["auto", *STRATEGIES]), st.booleans(), st.sampled_from([1, 4, 16]),
+       st.booleans())
+def test_random_dags(g: Graph, strategy: str, inplace: bool, alignment: int, reshape_is_view: bool) -> None:
+    def is_view(op: Op) -> bool:
+        return reshape_is_view and op.opname == "reshape"
+
+    plan = plan_buffers(g, strategy=strategy, inplace=inplace, alignment=alignment, is_view=is_view)
+    assert_valid(g, plan, is_view=is_view)
+    assert all(v.producer is not None and is_view(v.producer) for v in plan.views)
     assert plan.arena_bytes >= plan.lower_bound == live_bytes_bound(g, plan)
     assert plan.arena_bytes <= sum(buf.size for buf in plan.buffers)
     # An op that cannot run in place needs its operands and result at once.

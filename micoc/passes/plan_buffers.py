@@ -9,8 +9,12 @@ Steps:
 1. Liveness (`micoc.analysis.liveness`): each activation's live interval in
    op indices (inputs from -1, outputs to ``len(ops)``).
 2. Storage sharing. Values join a *buffer* (a set of values at one offset):
-   - ``reshape`` is a pure alias: its result IS its operand's bytes (zero
-     extra bytes, same offset), whatever the operand's lifetime;
+   - ``reshape`` is a pure alias (a view): its result IS its operand's
+     bytes (zero extra bytes, same offset), whatever the operand's
+     lifetime. A target whose layout makes some reshape a data movement
+     (e.g. flattening channel-packed pixels) says which ops are views with
+     `is_view(op)`, which may also accept a transpose or slice that moves
+     nothing in its layout;
    - element-wise ops may overwrite an operand in place: unary ``relu``,
      ``clip``, ``sigmoid``, ``requantize``, ``lut`` (operand 0) and binary
      ``add``, ``sub``, ``mul``, ``div`` (either operand), when the operand
@@ -69,7 +73,9 @@ ScratchFn = Callable[[Op], int]
 STRATEGIES = ("greedy-by-size", "best-fit", "greedy-by-breadth")
 
 # Ops whose result may take the bytes of an operand (step 2 of the module doc).
-ALIAS_OPS = frozenset({"reshape"})
+# View ops move no data when the target's layout of result and operand agree;
+# by default only reshape is taken to be a view (`is_view` overrides).
+VIEW_OPS = frozenset({"reshape", "transpose", "slice"})
 INPLACE_UNARY = frozenset({"relu", "clip", "sigmoid", "requantize", "lut"})
 INPLACE_BINARY = frozenset({"add", "sub", "mul", "div"})
 
@@ -125,6 +131,10 @@ def _no_scratch(op: Op) -> int:
     return 0
 
 
+def _reshape_is_view(op: Op) -> bool:
+    return op.opname == "reshape"
+
+
 # ---------------------------------------------------------------------------
 # the plan
 # ---------------------------------------------------------------------------
@@ -149,8 +159,9 @@ class BufferPlan:
     - `offsets[v]`: byte offset of value `v` (every activation has one);
     - `sizes[v]`: bytes `v` itself occupies (`size_of(v)`);
     - `intervals[v]`: its live interval (op indices, see analysis.liveness);
-    - `alias_of[v]`: the operand whose bytes `v` took (reshape alias or
-      in-place op); absent for values that start a buffer;
+    - `alias_of[v]`: the operand whose bytes `v` took (a view, or an in-place
+      op); absent for values that start a buffer; `views`: the values in
+      `alias_of` that are views (their op moves no data; emit nothing);
     - `buffers`: the regions actually placed; `buffer_of[v]` indexes them;
     - `arena_bytes`: the arena's size; `lower_bound`: the most bytes live at
       any op (no placement of these buffers does better); `total_bytes`:
@@ -166,6 +177,7 @@ class BufferPlan:
     sizes: dict[Value, int]
     offsets: dict[Value, int]
     alias_of: dict[Value, Value]
+    views: frozenset[Value]
     buffers: tuple[Buffer, ...]
     buffer_of: dict[Value, int]
     arena_bytes: int
@@ -187,8 +199,9 @@ class BufferPlan:
         return self.arena_bytes / self.lower_bound if self.lower_bound else 1.0
 
     def in_place(self, v: Value) -> bool:
-        """Whether `v`'s producer writes it over one of its operands (not a reshape alias)."""
-        return v in self.alias_of and (v.producer is None or v.producer.opname not in ALIAS_OPS)
+        """Whether `v`'s producer writes it over one of its operands (`alias_of[v]`):
+        the emitter passes the same address as input and output."""
+        return v in self.alias_of and v not in self.views
 
     def is_current(self, graph: Graph) -> bool:
         """Whether `graph` still has the structure this plan was made for
@@ -214,6 +227,7 @@ class BufferPlan:
                     "start": self.intervals[v].start,
                     "end": self.intervals[v].end,
                     "alias_of": names[self.alias_of[v]] if v in self.alias_of else None,
+                    "view": v in self.views,
                 }
                 for v in self.values
             },
@@ -278,6 +292,7 @@ def plan_buffers(
     alignment: int = 4,
     strategy: str = "auto",
     inplace: bool = True,
+    is_view: Callable[[Op], bool] | None = None,
 ) -> BufferPlan:
     """Plan the activation arena of `graph` (float or quantized).
 
@@ -285,7 +300,9 @@ def plan_buffers(
     `packed_activation_bytes` of its type); `scratch_of(op)` an op's scratch
     bytes (default 0); `strategy` is ``auto`` (best of all) or one of
     `STRATEGIES`; `inplace=False` turns off in-place element-wise ops
-    (reshape stays an alias: it moves no data). Raises `BufferPlanError` if
+    (views stay aliases: they move no data); `is_view(op)`, asked for every
+    reshape, transpose and slice, says whether the op moves no data in the
+    target's layout (default: reshapes only). Raises `BufferPlanError` if
     the plan it makes is invalid (a bug).
     """
     if strategy != "auto" and strategy not in STRATEGIES:
@@ -294,6 +311,7 @@ def plan_buffers(
         raise UsageError(f"plan-buffers: alignment must be a power of two >= 1, got {alignment}")
     size_fn = size_of or default_size_of
     scratch_fn = scratch_of or _no_scratch
+    view_fn = is_view or _reshape_is_view
 
     ivs = live_intervals(graph)
     values = tuple(ivs)
@@ -311,6 +329,7 @@ def plan_buffers(
     # buffer's lifetime is final by the time an op asks whether it ends here.
     group_of: dict[Value, _Group] = {}
     alias_of: dict[Value, Value] = {}
+    views: set[Value] = set()
     groups: list[_Group] = []
 
     def new_group(v: Value) -> None:
@@ -332,8 +351,9 @@ def plan_buffers(
     for i, op in enumerate(graph.ops):
         r = op.result
         src: Value | None = None
-        if op.opname in ALIAS_OPS and op.operands[0] in group_of:
+        if op.opname in VIEW_OPS and op.operands[0] in group_of and view_fn(op):
             src = op.operands[0]
+            views.add(r)
         elif inplace:
             src = inplace_operand(op, lambda x: group_of[x].end if x in group_of else -2, i)
         if src is not None:
@@ -361,6 +381,7 @@ def plan_buffers(
         sizes=sizes,
         offsets={v: buffers[buffer_of[v]].offset for v in values},
         alias_of=alias_of,
+        views=frozenset(views),
         buffers=buffers,
         buffer_of=buffer_of,
         arena_bytes=candidates[chosen],
@@ -459,20 +480,20 @@ def _place(groups: list[_Group], order: list[int], *, best_fit: bool) -> list[in
 # ---------------------------------------------------------------------------
 
 
-def _reshape_root(v: Value, alias_of: dict[Value, Value]) -> Value:
-    """The value whose bytes `v` is, following reshape aliases only."""
-    while v in alias_of and v.producer is not None and v.producer.opname in ALIAS_OPS:
-        v = alias_of[v]
+def _view_root(v: Value, plan: BufferPlan) -> Value:
+    """The value whose bytes `v` is, following views only."""
+    while v in plan.views:
+        v = plan.alias_of[v]
     return v
 
 
 def may_share(a: Value, b: Value, plan: BufferPlan, graph: Graph) -> bool:
     """Whether values `a` and `b`, live at the same time, may occupy
     intersecting bytes: they are the same bytes (reshape aliases of one
-    value), or they meet at exactly one op that writes one of them in place
+    value, or views of one), or they meet at exactly one op that writes one of them in place
     over the other (an allowed element-wise op reading the other)."""
     al = plan.alias_of
-    if _reshape_root(a, al) is _reshape_root(b, al):
+    if _view_root(a, plan) is _view_root(b, plan):
         return True
     ia, ib = plan.intervals[a], plan.intervals[b]
     lo, hi = max(ia.start, ib.start), min(ia.end, ib.end)
@@ -485,7 +506,7 @@ def may_share(a: Value, b: Value, plan: BufferPlan, graph: Graph) -> bool:
         x = al[new]
         if (
             old in op.operands
-            and _reshape_root(x, al) is _reshape_root(old, al)
+            and _view_root(x, plan) is _view_root(old, plan)
             and x in op.operands
             and ((op.opname in INPLACE_UNARY and x is op.operands[0]) or op.opname in INPLACE_BINARY)
             and x.type.shape == new.type.shape
@@ -533,8 +554,9 @@ def check_plan(graph: Graph, plan: BufferPlan) -> None:
 class PlanBuffers(Pass):
     """Plans the activation arena; does not change the IR.
 
-    Sizes and scratch come from ``ctx.data["size_of"]`` / ``ctx.data["scratch_of"]``
-    when a target put them there, else the packed defaults. The result goes to
+    Sizes, scratch and views come from ``ctx.data["size_of"]``,
+    ``ctx.data["scratch_of"]`` and ``ctx.data["is_view"]`` when a target put
+    them there, else the packed defaults (reshapes are views). The result goes to
     ``ctx.data["buffer_plan"]`` (a `BufferPlan`) and ``graph.buffer_plan``
     (`BufferPlan.to_dict`, for reports; the printer ignores it).
     """
@@ -554,6 +576,7 @@ class PlanBuffers(Pass):
             alignment=self.alignment,
             strategy=self.strategy,
             inplace=self.inplace,
+            is_view=ctx.data.get("is_view"),
         )
         ctx.data["buffer_plan"] = plan
         # Not a dataclass field: the IR (and its text form) stays plan-free.
