@@ -119,7 +119,13 @@ def search_command(o: SearchOptions, log=None) -> dict:  # type: ignore[no-untyp
     cs = constraints_from_text(graph, o.target, space, list(o.constraint), o.config)
     cs.check_achievable()
     data = load_eval_data(o, graph)
-    ev = Evaluator(graph, space, data, EvalSettings(kind=o.evaluator, exact=o.exact, calib_method=o.calib_method,
+    kind = o.evaluator
+    if kind == "auto" and data.x_train is None:
+        # QAT needs training data; without it `auto` can only mean PTQ (say so).
+        if log is not None:
+            log("note: no --train-data or --split: --eval auto scores every scheme with PTQ")
+        kind = "ptq"
+    ev = Evaluator(graph, space, data, EvalSettings(kind=kind, exact=o.exact, calib_method=o.calib_method,
                                                     qat_epochs=o.qat_epochs, seed=o.seed))
     o.output.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
