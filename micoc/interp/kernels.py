@@ -128,6 +128,9 @@ def windows(
     return win[:, :, : (oh - 1) * sh + 1 : sh, : (ow - 1) * sw + 1 : sw, ::dh, ::dw]
 
 
+_IM2COL_BYTES = 8 << 20  # per chunk of samples: keeps im2col buffers cache- and allocator-friendly
+
+
 def conv2d_nchw(
     x: np.ndarray,
     w: np.ndarray,
@@ -136,21 +139,32 @@ def conv2d_nchw(
     dilation: tuple[int, int],
     groups: int,
 ) -> np.ndarray:
-    """Grouped 2-D convolution by im2col + matmul, accumulating in x's dtype."""
+    """Grouped 2-D convolution by im2col + matmul, accumulating in x's dtype.
+
+    Samples go through in chunks: one huge im2col matrix for a whole batch
+    costs more in page faults and memory traffic than the matmul itself.
+    """
     n = x.shape[0]
     o, cg, kh, kw = w.shape
     win = windows(x, (kh, kw), stride, pad, dilation, False, 0)  # [N, C, OH, OW, kh, kw]
     oh, ow = win.shape[2], win.shape[3]
+    out = np.empty((n, o, oh, ow), dtype=np.result_type(x, w))
+    per_sample = oh * ow * cg * groups * kh * kw * x.itemsize
+    chunk = max(1, _IM2COL_BYTES // max(1, per_sample))
     og = o // groups
-    if groups == 1:
-        cols = win.transpose(0, 2, 3, 1, 4, 5).reshape(n * oh * ow, cg * kh * kw)
-        y = cols @ w.reshape(o, -1).T  # [N*OH*OW, O]
-        return y.reshape(n, oh, ow, o).transpose(0, 3, 1, 2)
-    # [N, G, Cg, OH, OW, kh, kw] x [G, Og, Cg, kh, kw] -> [N, G, Og, OH, OW]
-    wins = win.reshape(n, groups, cg, oh, ow, kh, kw)
+    w2 = w.reshape(o, -1).T
     wg = w.reshape(groups, og, cg, kh, kw)
-    y = np.einsum("ngcxykl,gockl->ngoxy", wins, wg, optimize=True)
-    return y.reshape(n, o, oh, ow)
+    for i in range(0, n, chunk):
+        part = win[i : i + chunk]
+        m = part.shape[0]
+        if groups == 1:
+            cols = part.transpose(0, 2, 3, 1, 4, 5).reshape(m * oh * ow, cg * kh * kw)
+            out[i : i + m] = (cols @ w2).reshape(m, oh, ow, o).transpose(0, 3, 1, 2)
+        else:
+            # [N, G, Cg, OH, OW, kh, kw] x [G, Og, Cg, kh, kw] -> [N, G, Og, OH, OW]
+            wins = part.reshape(m, groups, cg, oh, ow, kh, kw)
+            out[i : i + m] = np.einsum("ngcxykl,gockl->ngoxy", wins, wg, optimize=True).reshape(m, o, oh, ow)
+    return out
 
 
 # -- float kernels ------------------------------------------------------------
