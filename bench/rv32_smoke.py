@@ -7,10 +7,13 @@ plain int8 dot-product loop, and how fast QEMU executes with exact counting.
   per MAC, as the baseline for micoc's kernels;
 - the same ELF run twice: the counts must be identical;
 - QEMU speed (million guest instructions per host second) with -icount
-  (exact counts) and without, on a long loop; build and start-up time.
+  (exact counts) and without, on a long loop; build and start-up time;
+- whole networks through the rv32 target (emit, build, run one sample,
+  compare with the reference interpreter): LeNet-5 W8A8, and with
+  --resnet18 the CIFAR-size ResNet-18 W8A8 (11 MB of weights; ~2 min).
 
-    python bench/rv32_smoke.py            # print the table
-    python bench/rv32_smoke.py --write    # ... and record it in BENCHMARKS.md
+    python bench/rv32_smoke.py [--resnet18]           # print the table
+    python bench/rv32_smoke.py [--resnet18] --write   # ... and record it in BENCHMARKS.md
 """
 
 from __future__ import annotations
@@ -87,6 +90,7 @@ int main(void)
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--spins", type=int, default=50_000_000, help="loop iterations for the speed test")
+    ap.add_argument("--resnet18", action="store_true", help="also run ResNet-18 W8A8 (needs torch)")
     ap.add_argument("--write", action="store_true", help="record the table in BENCHMARKS.md")
     args = ap.parse_args(argv)
 
@@ -130,6 +134,8 @@ def main(argv: list[str] | None = None) -> int:
         _, t_free = run(args.spins, icount=False)
         rows.append(("QEMU without -icount (counts not exact)", f"{n_ic / (t_free - t_start) / 1e6:.0f} MIPS"))
 
+        rows += network_rows(Path(tmp), args.resnet18)
+
     width = max(len(a) for a, _ in rows)
     table = "\n".join(f"| {a:<{width}} | {b} |" for a, b in rows)
     section = f"""{SECTION}
@@ -146,9 +152,58 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def network_rows(tmp: Path, resnet18: bool) -> list[tuple[str, str]]:
+    """Emit/build/run LeNet-5 (and ResNet-18) W8A8 on the rv32 target, one sample."""
+    from micoc.frontends.onnx import import_onnx
+    from micoc.interp import run
+    from micoc.passes import PassContext, PassManager
+    from micoc.targets import get_target
+
+    repo = Path(__file__).resolve().parents[1]
+    nets: list[tuple[str, Path, np.ndarray]] = [
+        ("LeNet-5", repo / "examples" / "lenet5.onnx",
+         np.load(repo / "examples" / "mnist_sample.npz")["x"].astype(np.float32)),
+    ]
+    if resnet18:
+        import torch
+
+        from examples.export import export_onnx
+        from examples.models import build
+
+        torch.set_num_threads(1)
+        x = torch.randn((8, 3, 32, 32), generator=torch.Generator().manual_seed(0))
+        path = export_onnx(build("resnet18", seed=0), x[:1], tmp / "resnet18.onnx", "torchscript", optimize=True)
+        nets.append(("ResNet-18 (32x32)", path, x.numpy()))
+    rows: list[tuple[str, str]] = []
+    target = get_target("rv32")
+    for label, path, calib in nets:
+        g = import_onnx(path)
+        ctx = PassContext(data={"calibration": {g.inputs[0].name: calib}})
+        PassManager.from_string("canonicalize,assign-bits{bits=w8a8},calibrate,quantize", ctx).run(g)
+        out = tmp / label.split()[0]
+        t0 = time.perf_counter()
+        rep = target.emit(g, out)
+        t1 = time.perf_counter()
+        target.build(out)
+        t2 = time.perf_counter()
+        y = target.run(out, [calib[:1]])[0]
+        t3 = time.perf_counter()
+        same = y.tobytes() == run(g, [calib[:1]])[0].astype(np.float32).tobytes()
+        r = target.last_run
+        assert r is not None and r.instructions is not None
+        conv = sum(lc.instructions for lc in r.layers)
+        rows.append((f"{label} W8A8: instructions / inference", f"{r.instructions:,}"))
+        rows.append((f"... in conv/linear layers, per MAC ({rep['macs']:,} MACs)", f"{conv / rep['macs']:.2f}"))
+        rows.append(("... emit / build / QEMU run, s", f"{t1 - t0:.1f} / {t2 - t1:.1f} / {t3 - t2:.1f}"))
+        rows.append(("... output == interpreter (bit for bit)", "yes" if same else "NO"))
+    return rows
+
+
 QEMU_NOTE = """qemu-system-riscv32 (virt, rv32im, `-bios none`, semihosting), riscv64-unknown-elf-gcc
 `-march=rv32im -mabi=ilp32 -O2`. Counts are minstret read by the program under
 `-icount shift=0,sleep=off`: exact retired instructions, record overhead removed.
+The machine is shared (see the load average): MIPS and seconds vary 2-3x between
+runs; the instruction counts do not change.
 """
 
 
