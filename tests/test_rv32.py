@@ -156,6 +156,35 @@ def test_timeout_is_toolchain_error(build_dir: Path) -> None:
         rv32.run_elf(elf, timeout=1.5)
 
 
+INCBIN = r"""
+#include <stdint.h>
+extern const uint8_t blob[];
+__asm__(".section .rodata\n.globl blob\nblob:\n.incbin \"blob.bin\"\n.previous\n");
+int main(void)
+{
+    uint32_t sum = 0;
+    for (uint32_t i = 0; i < 1000u; i++) {
+        sum += blob[i] * (i + 1u);
+    }
+    return (int)(sum % 251u);
+}
+"""
+
+
+@needs_toolchain
+def test_incbin_found_through_include_dirs(tmp_path: Path) -> None:
+    # The emitter's weights.c .incbin's weights.bin for large blobs.
+    data = np.random.default_rng(3).integers(0, 256, 1000, dtype=np.uint8)
+    inc = tmp_path / "inc"
+    inc.mkdir()
+    (inc / "blob.bin").write_bytes(data.tobytes())
+    src = tmp_path / "incbin.c"
+    src.write_text(INCBIN)
+    elf = rv32.build_elf([src], [inc], tmp_path / "incbin.elf", werror=True)
+    want = int((data.astype(np.int64) * np.arange(1, 1001)).sum() % 251)
+    assert rv32.run_elf(elf).exit_code == want
+
+
 @needs_toolchain
 def test_compiler_error_is_toolchain_error(tmp_path: Path) -> None:
     with pytest.raises(ToolchainError, match="undeclared|error"):

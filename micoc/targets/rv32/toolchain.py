@@ -158,7 +158,10 @@ def build_elf(
         )
     objdir = out.with_name(out.name + ".obj")
     objdir.mkdir(parents=True, exist_ok=True)
-    incs = [f"-I{Path(d).resolve()}" for d in include_dirs] + [f"-I{SUPPORT_DIR}"]
+    inc_paths = [Path(d).resolve() for d in include_dirs] + [SUPPORT_DIR]
+    # -Wa,-I: the assembler searches them too (.incbin "weights.bin" in the
+    # emitted weights.c for large blobs).
+    incs = [f for d in inc_paths for f in (f"-I{d}", f"-Wa,-I{d}")]
     defs = [f"-D{k}" if v is None else f"-D{k}={v}" for k, v in (defines or {}).items()]
     cflags = [*CFLAGS]
     if opt != "-O2":
