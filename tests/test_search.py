@@ -17,6 +17,7 @@ from micoc.frontends.onnx import import_onnx
 from micoc.passes import PassManager
 from micoc.search import (
     EvalData,
+    EvalSettings,
     Evaluator,
     SearchSpace,
     constraints_from_text,
@@ -232,3 +233,17 @@ def test_cli_errors_exit_2(setup, tmp_path: Path, capsys, extra: list[str], msg:
             str(tmp_path / "o")]
     assert main(args + extra) == 2
     assert msg in capsys.readouterr().err
+
+
+def test_auto_evaluator_fine_tunes_low_bit_schemes(setup) -> None:  # type: ignore[no-untyped-def]
+    from examples.data import mnist
+
+    g, data = setup
+    xtr, ytr = mnist("train")
+    d = EvalData.from_arrays(data.x_val, data.y_val, x_train=xtr[:640], y_train=ytr[:640], calib_samples=128)
+    space = SearchSpace.for_graph(g, range(2, 9))
+    ptq = Evaluator(g, space, d)
+    auto = Evaluator(g, space, d, EvalSettings(kind="auto", qat_epochs=1, qat_lr=2e-3))
+    assert auto.uses_qat(space.uniform(2)) and not auto.uses_qat(space.uniform(4))
+    assert auto(space.uniform(2)) > ptq(space.uniform(2)) + 0.1  # QAT recovers a w2a2 LeNet
+    assert auto(space.uniform(4)) == ptq(space.uniform(4))  # >= 4 bits: plain PTQ
