@@ -23,7 +23,7 @@ Steps:
      (nobody, aliases included, reads it later, and it is not an output).
    A buffer's lifetime is the union of its members' intervals; its size the
    largest member's (rounded up to `alignment`).
-3. Offsets. Two classic heuristics for this NP-hard packing problem
+3. Offsets. Three classic heuristics for this NP-hard packing problem
    (Pisarchyk & Lee, "Efficient Memory Management for Deep Neural Net
    Inference", 2020; TFLite's greedy planner):
    - ``greedy-by-size``: buffers by size, largest first, each at the lowest
