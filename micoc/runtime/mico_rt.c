@@ -222,7 +222,7 @@ static uint32_t popc(uint32_t v)
 #define MICO_DOT_UNPACK(NAME, A, W)                                                         \
     static int32_t NAME(const uint32_t *x, const uint32_t *w, int32_t n, uint32_t xsb)     \
     {                                                                                       \
-        enum { PX = 32 / (A), PW = 32 / (W), PER = PX < PW ? PX : PW };                     \
+        enum { PX = 32 / (A), PW = 32 / (W), PER = PX > PW ? PX : PW };                     \
         const uint32_t wsb = 1u << ((W) - 1);                                               \
         int32_t acc = 0, b, e, nb = n / PER;                                                \
         for (b = 0; b < nb; b++) {                                                          \

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shlex
 import shutil
 import subprocess
+import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -41,6 +43,34 @@ def read_report(outdir: str | os.PathLike[str]) -> dict[str, Any]:
         raise InputError(f"cannot read report.json: {e}", str(p)) from None
 
 
+def _check_call(cmd: list[str], cwd: Path) -> None:
+    proc = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise ToolchainError(f"C build failed ({' '.join(cmd)}):\n{proc.stderr.strip()}")
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("MICOC_CACHE_DIR") or Path(tempfile.gettempdir()) / f"micoc-cache-{os.getuid()}")
+
+
+def _runtime_object(cc: str, flags: list[str], src_dir: Path) -> Path:
+    """mico_rt.o for these flags, compiled once and kept in the cache directory."""
+    h = hashlib.sha256()
+    for name in ("mico_rt.c", "mico_rt.h"):
+        h.update((src_dir / name).read_bytes())
+    h.update(" ".join([cc, *flags]).encode())
+    obj = cache_dir() / f"mico_rt-{h.hexdigest()[:20]}.o"
+    if not obj.exists():
+        obj.parent.mkdir(parents=True, exist_ok=True)
+        tmp = obj.with_name(f".{obj.name}.{os.getpid()}.tmp.o")
+        try:
+            _check_call([*shlex.split(cc), *flags, "-c", "-o", str(tmp), "mico_rt.c"], src_dir)
+            os.replace(tmp, obj)
+        finally:
+            tmp.unlink(missing_ok=True)
+    return obj
+
+
 @register_target
 class HostTarget:
     name = "host"
@@ -57,13 +87,16 @@ class HostTarget:
 
     def build(self, outdir: str | os.PathLike[str], *, exe: str = "model", extra_cflags: Sequence[str] = (),
               reference: bool = False) -> Path:
+        """Compile the emitted project with the system cc (the runtime object is cached:
+        it depends only on the runtime sources and the flags, not on the model)."""
         out = Path(outdir)
         cc = find_cc()
-        flags = [*CFLAGS, *extra_cflags, "-DMICO_IO_ARGS"] + (["-DMICO_REFERENCE"] if reference else [])
-        cmd = [*shlex.split(cc), *flags, "-o", exe, *SOURCES]
-        proc = subprocess.run(cmd, cwd=out, capture_output=True, text=True)
-        if proc.returncode != 0:
-            raise ToolchainError(f"C build failed ({' '.join(cmd)}):\n{proc.stderr.strip()}")
+        flags = [*CFLAGS, *extra_cflags] + (["-DMICO_REFERENCE"] if reference else [])
+        rt_obj = _runtime_object(cc, flags, out)
+        sources = [s for s in SOURCES if s != "mico_rt.c"]
+        cmd = [*shlex.split(cc), *flags, "-DMICO_IO_ARGS", f"-Wa,-I{out.resolve()}", "-o", exe, *sources,
+               str(rt_obj)]
+        _check_call(cmd, out)
         return out / exe
 
     def run(self, outdir: str | os.PathLike[str], inputs: Sequence[np.ndarray], *,

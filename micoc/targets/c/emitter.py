@@ -50,6 +50,8 @@ INT_OPS = frozenset({
     "relu", "clip", "requantize", "lut", "reshape", "transpose", "slice",
 })
 FLOAT_TAIL_OPS = frozenset({"reshape"})
+# Blobs above this many bytes go to weights.bin + .incbin (a huge C initializer compiles slowly).
+INCBIN_THRESHOLD = 1 << 20
 
 
 # ---------------------------------------------------------------------------
@@ -159,6 +161,8 @@ class _Emitter:
         self.scratch = 0
         self.n_layer = 0
         self.planner = ""
+        self.weights_mode = "array"
+        self.blob_bytes = b""
 
     # -- tensors ------------------------------------------------------------------
     def tensors(self) -> tuple[list[Value], Op, Op]:
@@ -415,10 +419,16 @@ class _Emitter:
             loader=jinja2.PackageLoader("micoc.targets.c", "templates"),
             keep_trailing_newline=True, undefined=jinja2.StrictUndefined, autoescape=False,
         )
+        incbin = blob.size * 4 > INCBIN_THRESHOLD
+        if incbin:
+            ctx["blob_lines"] = []
         files = {
             name: env.get_template(f"{name}.j2").render(**ctx)
-            for name in ("model.h", "model.c", "weights.c", "Makefile")
+            for name in ("model.h", "model.c", "Makefile")
         }
+        files["weights.c"] = env.get_template("weights_incbin.c.j2" if incbin else "weights.c.j2").render(**ctx)
+        self.blob_bytes = blob.astype("<u4").tobytes()
+        self.weights_mode = "incbin" if incbin else "array"
         weights = [dict(e) for e in self.blob.entries]
         report = {
             "model": self.g.name,
@@ -429,6 +439,7 @@ class _Emitter:
             "weight_bytes_by_kind": _by_kind(weights),
             "arena_bytes": 4 * plan.words,
             "arena_planner": self.planner,
+            "weights_mode": self.weights_mode,
             "arena_lower_bound_bytes": 4 * plan.lower_bound_words,
             "scratch_bytes": 4 * self.scratch,
             "layers": self.layers,
@@ -461,7 +472,8 @@ def emit_c(graph: Graph, outdir: str | os.PathLike[str], extra: dict[str, Any] |
     """Emit the C project for a quantized graph into `outdir` (atomically); returns the report."""
     from micoc.ir.printer import save_mir
 
-    files, report = _Emitter(graph).run()
+    em = _Emitter(graph)
+    files, report = em.run()
     if extra:
         report.update(extra)
     out = Path(outdir)
@@ -470,6 +482,7 @@ def emit_c(graph: Graph, outdir: str | os.PathLike[str], extra: dict[str, Any] |
     try:
         for name, text in files.items():
             (tmp / name).write_text(text)
+        (tmp / "weights.bin").write_bytes(em.blob_bytes)
         rt = runtime_dir()
         for name in RUNTIME_FILES:
             shutil.copyfile(rt / name, tmp / name)

@@ -72,9 +72,14 @@ def tensor_layout(t: TensorType) -> TensorLayout:
 
 def use_planes(op: Op) -> bool:
     """Bit-serial (AND + popcount over bit-planes) when a*w <= 8 and groups == 1:
-    cheaper than unpacking on a CPU without SIMD for 1- and 2-bit operands."""
+    cheaper than unpacking on a CPU without SIMD for 1- and 2-bit operands.
+    With few input channels (< 16) the planes of a tap are mostly padding, so
+    2/4-bit pairs unpack instead; 1-bit operands always go bit-serial (the
+    unpack kernels have no binary {-1,+1} form)."""
     groups = op.attrs.get("groups", 1)
-    return groups == 1 and op.operands[0].type.bits * op.operands[1].type.bits <= 8
+    a, w = op.operands[0].type.bits, op.operands[1].type.bits
+    cin = op.operands[1].type.shape[1]
+    return groups == 1 and a * w <= 8 and (min(a, w) == 1 or cin >= 16)
 
 
 def conv_weight_rows(op: Op) -> tuple[np.ndarray, int, int, int]:
