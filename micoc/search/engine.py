@@ -42,10 +42,10 @@ class Record:
     seconds: float
     replayed: bool = False
 
-    def to_json(self, key: str) -> dict[str, Any]:
+    def to_json(self, hashes: dict[str, str]) -> dict[str, Any]:
         return {"index": self.index, "scheme": self.scheme.tolist(), "score": self.score,
                 "feasible": self.feasible, "of_int8": self.of_int8, "budget_ratio": self.budget_ratio,
-                "seconds": round(self.seconds, 4), "key": key}
+                "seconds": round(self.seconds, 4), **hashes}
 
 
 @dataclass(frozen=True)
@@ -198,7 +198,7 @@ def run_search(
               "space": space.describe(), "constraints": [c.text for c in constraints.constraints],
               "target": constraints.target, "config": constraints.config, "evaluator": evaluator.describe()}
     header = JournalHeader(model_hash(graph), evaluator.data.digest(), settings_hash(detail), detail)
-    key = settings_hash([header.model, header.data, header.settings])
+    hashes = {"model_hash": header.model, "data_hash": header.data, "settings_hash": header.settings}
     jr = Journal(journal, header, resume=resume) if journal is not None else None
 
     records: list[Record] = []
@@ -243,7 +243,7 @@ def run_search(
                     results[j] = (score, secs, False)
                     new_evals += 1
                     if jr is not None:
-                        jr.append(make_record(base + j, props[j], score, secs, False).to_json(key))
+                        jr.append(make_record(base + j, props[j], score, secs, False).to_json(hashes))
             if stopped == "interrupted":
                 break
             for j, s in enumerate(props):
