@@ -185,6 +185,37 @@ def test_incbin_found_through_include_dirs(tmp_path: Path) -> None:
     assert rv32.run_elf(elf).exit_code == want
 
 
+MEMFUNCS = r"""
+#include <stddef.h>
+void *memcpy(void *, const void *, size_t); void *memmove(void *, const void *, size_t);
+void *memset(void *, int, size_t); int memcmp(const void *, const void *, size_t);
+#include <stdint.h>
+static uint8_t a[300], b[300];
+int main(void) {
+  for (int i = 0; i < 300; i++) a[i] = (uint8_t)(i * 7);
+  memcpy(b, a, 300);
+  if (memcmp(a, b, 300)) return 1;
+  memcpy(b + 1, a + 3, 101);
+  for (int i = 0; i < 101; i++) if (b[1 + i] != a[3 + i]) return 2;
+  memmove(a + 5, a, 200);
+  for (int i = 0; i < 200; i++) if (a[5 + i] != (uint8_t)(i * 7)) return 3;
+  memmove(a, a + 5, 200);
+  for (int i = 0; i < 200; i++) if (a[i] != (uint8_t)(i * 7)) return 4;
+  memset(b, 0xAB, 77);
+  for (int i = 0; i < 77; i++) if (b[i] != 0xAB) return 5;
+  if (memcmp(a, b, 1) >= 0 && a[0] < b[0]) return 6;
+  return 0;
+}
+"""
+
+
+@needs_toolchain
+def test_freestanding_mem_functions(tmp_path: Path) -> None:
+    # gcc may emit memcpy/memset calls even with -ffreestanding: support/mico_mem.c.
+    elf = _build(tmp_path, "mem", MEMFUNCS, extra_cflags=["-fno-builtin"])
+    assert rv32.run_elf(elf).exit_code == 0
+
+
 @needs_toolchain
 def test_compiler_error_is_toolchain_error(tmp_path: Path) -> None:
     with pytest.raises(ToolchainError, match="undeclared|error"):

@@ -8,13 +8,21 @@
 
 #define MICO_MEM_ATTR __attribute__((weak, optimize("no-tree-loop-distribute-patterns")))
 
+/* Word copies through a may_alias type: the bytes may belong to any object. */
+typedef uint32_t __attribute__((may_alias)) mico_word;
+
+void *memcpy(void *dst, const void *src, size_t n);
+void *memmove(void *dst, const void *src, size_t n);
+void *memset(void *dst, int c, size_t n);
+int memcmp(const void *a, const void *b, size_t n);
+
 MICO_MEM_ATTR void *memcpy(void *dst, const void *src, size_t n)
 {
     uint8_t *d = (uint8_t *)dst;
     const uint8_t *s = (const uint8_t *)src;
     if ((((uintptr_t)d | (uintptr_t)s) & 3u) == 0u) {
         while (n >= 4u) {
-            *(uint32_t *)(void *)d = *(const uint32_t *)(const void *)s;
+            *(mico_word *)(void *)d = *(const mico_word *)(const void *)s;
             d += 4;
             s += 4;
             n -= 4u;
