@@ -2,9 +2,11 @@
  * from and writes its outputs to (raw little-endian float32 samples).
  *
  * Input: the host file named by the semihosting argument in=PATH if given
- * (how micoc's run_elf passes it: EOF is detected), else the console
- * (QEMU's stdin). Output: the file out=PATH if given, else the console
- * (QEMU's stdout). */
+ * (how micoc's run_elf passes it), else the console (QEMU's stdin; QEMU 7.2
+ * loses bytes of large binary console input and reports no EOF, so only for
+ * small interactive use). Output: the file out=PATH if given, else the
+ * console (QEMU's stdout: redirect it to a file, not a pipe, or QEMU drops
+ * output when the pipe is full). */
 #ifndef MICO_IO_H
 #define MICO_IO_H
 
