@@ -164,8 +164,9 @@ static int32_t wget(const mico_conv *p, int32_t co, int32_t tap, int32_t ci)
         return v;
     } else {
         uint8_t lb = p->wcbits == 1 ? 0 : p->wcbits == 2 ? 1 : p->wcbits == 4 ? 2 : 3;
-        uint32_t word = p->w[(co * p->kh * p->kw + tap) * p->wpt + (ci >> (5 - lb))];
-        uint32_t sh = ((uint32_t)ci & ((32u >> lb) - 1u)) << lb;
+        uint32_t k = (uint32_t)(tap * p->cin_g + ci); /* row of co: K = kh*kw*cin_g codes */
+        uint32_t word = p->w[co * p->wpt + (int32_t)(k >> (5 - lb))];
+        uint32_t sh = (k & ((32u >> lb) - 1u)) << lb;
         return decode((word >> sh) & ((1u << p->wcbits) - 1u), p->wcbits, p->wkind);
     }
 }
@@ -202,7 +203,7 @@ void mico_conv2d_ref(const mico_tensor *x, const mico_tensor *y, const mico_conv
         }
 }
 
-/* ---------------------------------------------------- conv: unpack kernels */
+/* ----------------------------------------------------- conv: patch kernels */
 
 /* Software popcount: rv32im has no cpop. */
 static uint32_t popc(uint32_t v)
@@ -216,71 +217,125 @@ static uint32_t popc(uint32_t v)
 #define MASK(B) ((1u << (B)) - 1u)
 #define SX(f, sb) ((int32_t)((f) ^ (sb)) - (int32_t)(sb))
 
-/* Dot product of one tap: n codes of A-bit activations (sign bit xsb, 0 when
- * unsigned) with n signed W-bit weights. Blocks of one word of the narrower
- * operand; the tail code by code so no word past the row is read. */
-#define MICO_DOT_UNPACK(NAME, A, W)                                                         \
-    static int32_t NAME(const uint32_t *x, const uint32_t *w, int32_t n, uint32_t xsb)     \
-    {                                                                                       \
-        enum { PX = 32 / (A), PW = 32 / (W), PER = PX > PW ? PX : PW };                     \
-        const uint32_t wsb = 1u << ((W) - 1);                                               \
-        int32_t acc = 0, b, e, nb = n / PER;                                                \
-        for (b = 0; b < nb; b++) {                                                          \
-            for (e = 0; e < PER; e++) {                                                     \
-                uint32_t xf = (x[e / PX] >> ((e % PX) * (A))) & MASK(A);                    \
-                uint32_t wf = (w[e / PW] >> ((e % PW) * (W))) & MASK(W);                    \
-                acc += SX(xf, xsb) * SX(wf, wsb);                                           \
-            }                                                                               \
-            x += PER / PX;                                                                  \
-            w += PER / PW;                                                                  \
-        }                                                                                   \
-        for (e = 0; e < n - nb * PER; e++) {                                                \
-            uint32_t xf = (x[e / PX] >> ((e % PX) * (A))) & MASK(A);                        \
-            uint32_t wf = (w[e / PW] >> ((e % PW) * (W))) & MASK(W);                        \
-            acc += SX(xf, xsb) * SX(wf, wsb);                                               \
-        }                                                                                   \
-        return acc;                                                                         \
-    }
-
-/* 8x8: four lanes per word pair, unrolled by hand. */
-static int32_t dot_u8_8(const uint32_t *x, const uint32_t *w, int32_t n, uint32_t xsb)
+/* The patch of one output pixel: the input codes of channels [c0, c0 + cin_g)
+ * of every tap, as int32, in the weights' (kh, kw, cin) order, then zeros up
+ * to `cap` (the weight row's capacity); a padded tap is all zeros, so it adds
+ * exactly 0 against any weight, binary {-1,+1} included. Built once per pixel
+ * (and group), reused by every output channel: the unpacking and the tap
+ * bookkeeping are amortized over cout. */
+static void build_patch(const mico_tensor *x, const mico_conv *p, int32_t oy, int32_t ox, int32_t c0,
+                        int32_t cap, int32_t *patch)
 {
-    int32_t acc = 0, k, nw = (n + 3) >> 2;
-    for (k = 0; k < nw; k++) {
-        uint32_t a = x[k], b = w[k];
-        acc += SX(a & 0xFFu, xsb) * SX(b & 0xFFu, 0x80u);
-        acc += SX((a >> 8) & 0xFFu, xsb) * SX((b >> 8) & 0xFFu, 0x80u);
-        acc += SX((a >> 16) & 0xFFu, xsb) * SX((b >> 16) & 0xFFu, 0x80u);
-        acc += SX(a >> 24, xsb) * SX(b >> 24, 0x80u);
+    int32_t i, j, k, n = p->cin_g;
+    uint32_t per = 32u >> x->lb, mask = MASK(x->cbits);
+    uint32_t sb = x->kind == MICO_SIGNED ? 1u << (x->cbits - 1) : 0u;
+    for (i = 0; i < p->kh; i++) {
+        int32_t iy = oy * p->sh - p->pt + i * p->dh;
+        for (j = 0; j < p->kw; j++) {
+            int32_t ix = ox * p->sw - p->pl + j * p->dw;
+            int32_t *dst = patch + (i * p->kw + j) * n;
+            if (iy < 0 || iy >= x->h || ix < 0 || ix >= x->w) {
+                for (k = 0; k < n; k++) dst[k] = 0;
+            } else if (c0 == 0 && x->kind != MICO_BINARY) {
+                /* word at a time: the pixel starts on a word */
+                const uint32_t *src = x->data + (iy * x->w + ix) * x->wpp;
+                int32_t e;
+                for (k = 0; k < n;) {
+                    uint32_t v = *src++;
+                    for (e = 0; e < (int32_t)per && k < n; e++, k++, v >>= x->cbits) dst[k] = SX(v & mask, sb);
+                }
+            } else {
+                for (k = 0; k < n; k++) dst[k] = mico_get(x, c0 + k, iy * x->w + ix);
+            }
+        }
     }
-    return acc; /* padding fields are zero in both rows: they add 0 */
+    for (k = p->kh * p->kw * n; k < cap; k++) patch[k] = 0;
 }
 
-MICO_DOT_UNPACK(dot_u2_2, 2, 2)
-MICO_DOT_UNPACK(dot_u2_4, 2, 4)
-MICO_DOT_UNPACK(dot_u2_8, 2, 8)
-MICO_DOT_UNPACK(dot_u4_2, 4, 2)
-MICO_DOT_UNPACK(dot_u4_4, 4, 4)
-MICO_DOT_UNPACK(dot_u4_8, 4, 8)
-MICO_DOT_UNPACK(dot_u8_2, 8, 2)
-MICO_DOT_UNPACK(dot_u8_4, 8, 4)
-
-typedef int32_t (*dot_fn)(const uint32_t *, const uint32_t *, int32_t, uint32_t);
-
-static dot_fn pick_unpack(uint8_t a, uint8_t w)
+/* sum_k patch[k] * w[k] over nw weight words, per weight container. Weight
+ * padding fields are 0 (or -1 for binary) but meet patch zeros. */
+static int32_t dot_patch_w8(const int32_t *x, const uint32_t *w, int32_t nw)
 {
-    switch (a * 16 + w) {
-    case 2 * 16 + 2: return dot_u2_2;
-    case 2 * 16 + 4: return dot_u2_4;
-    case 2 * 16 + 8: return dot_u2_8;
-    case 4 * 16 + 2: return dot_u4_2;
-    case 4 * 16 + 4: return dot_u4_4;
-    case 4 * 16 + 8: return dot_u4_8;
-    case 8 * 16 + 2: return dot_u8_2;
-    case 8 * 16 + 4: return dot_u8_4;
-    case 8 * 16 + 8: return dot_u8_8;
-    default: return 0;
+    int32_t acc = 0, k;
+    for (k = 0; k < nw; k++, x += 4) {
+        uint32_t v = w[k];
+        acc += x[0] * ((int32_t)(v << 24) >> 24);
+        acc += x[1] * ((int32_t)(v << 16) >> 24);
+        acc += x[2] * ((int32_t)(v << 8) >> 24);
+        acc += x[3] * ((int32_t)v >> 24);
     }
+    return acc;
+}
+
+static int32_t dot_patch_w4(const int32_t *x, const uint32_t *w, int32_t nw)
+{
+    int32_t acc = 0, k;
+    for (k = 0; k < nw; k++, x += 8) {
+        uint32_t v = w[k];
+        acc += x[0] * ((int32_t)(v << 28) >> 28);
+        acc += x[1] * ((int32_t)(v << 24) >> 28);
+        acc += x[2] * ((int32_t)(v << 20) >> 28);
+        acc += x[3] * ((int32_t)(v << 16) >> 28);
+        acc += x[4] * ((int32_t)(v << 12) >> 28);
+        acc += x[5] * ((int32_t)(v << 8) >> 28);
+        acc += x[6] * ((int32_t)(v << 4) >> 28);
+        acc += x[7] * ((int32_t)v >> 28);
+    }
+    return acc;
+}
+
+#define W2(e) acc += x[e] * ((int32_t)(v << (30 - 2 * (e))) >> 30)
+static int32_t dot_patch_w2(const int32_t *x, const uint32_t *w, int32_t nw)
+{
+    int32_t acc = 0, k;
+    for (k = 0; k < nw; k++, x += 16) {
+        uint32_t v = w[k];
+        W2(0); W2(1); W2(2); W2(3); W2(4); W2(5); W2(6); W2(7);
+        W2(8); W2(9); W2(10); W2(11); W2(12); W2(13); W2(14); W2(15);
+    }
+    return acc;
+}
+
+static int32_t dot_patch_w1(const int32_t *x, const uint32_t *w, int32_t nw)
+{
+    /* binary weights: sum (2b - 1) x = 2 sum_{b=1} x - sum x */
+    int32_t all = 0, on = 0, k, e;
+    for (k = 0; k < nw; k++, x += 32) {
+        uint32_t v = w[k];
+        for (e = 0; e < 32; e++) {
+            all += x[e];
+            on += x[e] & -(int32_t)((v >> e) & 1u);
+        }
+    }
+    return 2 * on - all;
+}
+
+typedef int32_t (*patch_dot_fn)(const int32_t *, const uint32_t *, int32_t);
+
+int32_t mico_conv_patch_words(const mico_conv *p)
+{
+    return p->wpt * (32 / p->wcbits);
+}
+
+/* Any groups, any bit pair (format PACKED), int32 accumulators. */
+static void conv_patch(const mico_tensor *x, const mico_tensor *y, const mico_conv *p, int32_t *patch)
+{
+    int32_t oy, ox, co, g, cap = p->wpt * (32 / p->wcbits), og = p->cout / p->groups;
+    patch_dot_fn dot = p->wcbits == 8 ? dot_patch_w8 : p->wcbits == 4 ? dot_patch_w4
+                     : p->wcbits == 2 ? dot_patch_w2 : dot_patch_w1;
+    for (oy = 0; oy < y->h; oy++)
+        for (ox = 0; ox < y->w; ox++) {
+            writer wr;
+            wr_begin(&wr, y, oy * y->w + ox);
+            for (g = 0; g < p->groups; g++) {
+                build_patch(x, p, oy, ox, g * p->cin_g, cap, patch);
+                for (co = g * og; co < (g + 1) * og; co++) {
+                    int32_t acc = (p->bias ? p->bias[co] : 0) + dot(patch, p->w + co * p->wpt, p->wpt);
+                    wr_put(&wr, mico_requant(acc, p->mult[co], p->shift[co], p->lo, p->hi, p->out_binary));
+                }
+            }
+            wr_end(&wr);
+        }
 }
 
 /* ------------------------------------------------ conv: bit-serial kernel */
@@ -351,33 +406,22 @@ static int use_planes(const mico_conv *p)
 
 int32_t mico_conv_scratch_words(const mico_tensor *x, const mico_conv *p)
 {
-    if (!use_planes(p) || x->cbits == 1) return 0; /* 1-bit input already is its plane */
+    if (!use_planes(p)) return mico_conv_patch_words(p);
+    if (x->cbits == 1) return 0; /* a 1-bit input already is its plane */
     return x->h * x->w * x->bits * ((x->c + 31) >> 5);
 }
 
-/* The fast path: groups == 1, int32 accumulation. Each valid tap is a
- * word-aligned run of the input pixel (HWC, pixel padded to a word), so a
- * tap is one dot product over cin codes; padded taps are skipped. */
-void mico_conv2d_opt(const mico_tensor *x, const mico_tensor *y, const mico_conv *p, uint32_t *scratch)
+/* Bit-serial path (format PLANES, groups == 1): each valid tap is a
+ * word-aligned run of bit-planes (HWC, pixel padded to a word), one
+ * dot_planes per tap; padded taps are skipped. */
+static void conv_planes(const mico_tensor *x, const mico_tensor *y, const mico_conv *p, uint32_t *scratch)
 {
     int32_t oy, ox, co, i, j, ntap = p->kh * p->kw;
-    int planes = use_planes(p);
     const uint32_t *xs = x->data;
-    int32_t xstride = x->wpp, ppw = (x->c + 31) >> 5;
-    dot_fn dot = 0;
-    uint32_t xsb = 0;
-    if (p->groups != 1 || p->acc64 || (!planes && !(dot = pick_unpack(x->cbits, p->wcbits)))) {
-        mico_conv2d_ref(x, y, p);
-        return;
-    }
-    if (planes) {
-        if (x->cbits != 1) {
-            to_planes(x, scratch, ppw);
-            xs = scratch;
-        }
-        xstride = x->bits * ppw;
-    } else if (x->kind == MICO_SIGNED) {
-        xsb = 1u << (x->cbits - 1);
+    int32_t ppw = (x->c + 31) >> 5, xstride = x->bits * ppw;
+    if (x->cbits != 1) {
+        to_planes(x, scratch, ppw);
+        xs = scratch;
     }
     for (oy = 0; oy < y->h; oy++)
         for (ox = 0; ox < y->w; ox++) {
@@ -385,26 +429,32 @@ void mico_conv2d_opt(const mico_tensor *x, const mico_tensor *y, const mico_conv
             wr_begin(&wr, y, oy * y->w + ox);
             for (co = 0; co < p->cout; co++) {
                 int32_t acc = p->bias ? p->bias[co] : 0;
-                const uint32_t *wc = p->w + co * ntap * (planes ? p->wbits * p->wpt : p->wpt);
+                const uint32_t *wc = p->w + co * ntap * p->wbits * p->wpt;
                 for (i = 0; i < p->kh; i++) {
                     int32_t iy = oy * p->sh - p->pt + i * p->dh;
                     if (iy < 0 || iy >= x->h) continue;
                     for (j = 0; j < p->kw; j++) {
                         int32_t ix = ox * p->sw - p->pl + j * p->dw, tap = i * p->kw + j;
-                        const uint32_t *xr;
                         if (ix < 0 || ix >= x->w) continue;
-                        xr = xs + (iy * x->w + ix) * xstride;
-                        if (planes)
-                            acc += dot_planes(xr, x->bits, x->kind, wc + tap * p->wbits * p->wpt, p->wbits,
-                                              p->wkind, ppw, p->cin_g);
-                        else
-                            acc += dot(xr, wc + tap * p->wpt, p->cin_g, xsb);
+                        acc += dot_planes(xs + (iy * x->w + ix) * xstride, x->bits, x->kind,
+                                          wc + tap * p->wbits * p->wpt, p->wbits, p->wkind, ppw, p->cin_g);
                     }
                 }
                 wr_put(&wr, mico_requant(acc, p->mult[co], p->shift[co], p->lo, p->hi, p->out_binary));
             }
             wr_end(&wr);
         }
+}
+
+void mico_conv2d_opt(const mico_tensor *x, const mico_tensor *y, const mico_conv *p, uint32_t *scratch)
+{
+    if (p->acc64) {
+        mico_conv2d_ref(x, y, p); /* int64 accumulators: the plain loop */
+    } else if (use_planes(p)) {
+        conv_planes(x, y, p, scratch);
+    } else {
+        conv_patch(x, y, p, (int32_t *)scratch); /* int32_t and uint32_t may alias */
+    }
 }
 
 void mico_conv2d(const mico_tensor *x, const mico_tensor *y, const mico_conv *p, uint32_t *scratch)

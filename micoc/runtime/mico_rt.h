@@ -29,7 +29,7 @@ enum { MICO_UNSIGNED = 0, MICO_SIGNED = 1, MICO_BINARY = 2 };
 
 /* Conv/linear weight formats in the blob. */
 enum {
-    MICO_WF_PACKED = 0, /* [cout][kh][kw][wpt words]: one tap's cin_g codes packed in wcbits containers */
+    MICO_WF_PACKED = 0, /* [cout][wpt words]: the row's kh*kw*cin_g codes, (kh, kw, cin) order, wcbits each */
     MICO_WF_PLANES = 1  /* [cout][kh][kw][wbits planes][wpt words]: bit q of each code, 1 bit per channel */
 };
 
@@ -46,7 +46,7 @@ typedef struct {
 typedef struct {
     int32_t cout, cin_g, kh, kw, sh, sw, dh, dw, pt, pl, groups;
     int32_t lo, hi;            /* output clamp (type range narrowed by the fused activation) */
-    int32_t wpt;               /* words per tap (PACKED) or per plane (PLANES) */
+    int32_t wpt;               /* words per row (PACKED) or per tap plane (PLANES) */
     uint8_t wbits, wcbits, wkind, fmt;
     uint8_t acc64;             /* accumulate in int64 (the quantize pass said so) */
     uint8_t out_binary;        /* qi1 result: sign of the accumulator */
@@ -76,8 +76,10 @@ int64_t mico_round_shift(int64_t p, int32_t s);
 int32_t mico_avg_divide(int64_t total, int32_t count);
 
 /* ---- layers ---- */
-/* scratch: at least mico_conv_scratch_words() words (bit-plane copy of the input). */
+/* scratch: at least mico_conv_scratch_words() words (bit-planes of the input, or one output
+ * pixel's unpacked patch). */
 int32_t mico_conv_scratch_words(const mico_tensor *x, const mico_conv *p);
+int32_t mico_conv_patch_words(const mico_conv *p);
 void mico_conv2d(const mico_tensor *x, const mico_tensor *y, const mico_conv *p, uint32_t *scratch);
 void mico_conv2d_ref(const mico_tensor *x, const mico_tensor *y, const mico_conv *p);
 void mico_conv2d_opt(const mico_tensor *x, const mico_tensor *y, const mico_conv *p, uint32_t *scratch);

@@ -226,7 +226,7 @@ class _Emitter:
             f"&mico_weights[{woff}], {bias}, (const int32_t *)&mico_weights[{moff}], "
             f"(const int32_t *)&mico_weights[{soff}]}};"
         )
-        self.scratch = max(self.scratch, conv_scratch_words(op))
+        self.scratch = max(self.scratch, conv_scratch_words(op, wpt))
         idx = self.n_layer
         self.call(op, f"LAYER_BEGIN({idx}); mico_conv2d({self.tref(x)}, {self.tref(op.result)}, &{pname}, "
                       f"mico_scratch); LAYER_END({idx});")
@@ -236,7 +236,7 @@ class _Emitter:
         self.layers.append({
             "index": idx, "name": name, "op": op.opname, "shape": list(out),
             "wbits": int(wt.bits), "abits": int(x.type.bits), "macs": macs, "weight_bytes": wbytes,
-            "kernel": "bit-serial" if fmt == WF_PLANES else ("unpack" if groups == 1 else "direct"),
+            "kernel": "reference" if a.get("acc") == "i64" else "bit-serial" if fmt == WF_PLANES else "patch",
         })
         self.n_layer += 1
 

@@ -7,8 +7,9 @@ in containers of 1/2/4/8 bits and is padded with zero bits to a whole
 32-bit word. A conv tap is then a word-aligned run of codes.
 
 Conv/linear weights are packed along the reduction dimension in tap-major
-order (kh, kw, cin): one row per (cout, tap), padded to a word (PACKED), or,
-for the bit-serial kernels, one bit-plane per weight bit (PLANES).
+order (kh, kw, cin): one row per output channel, padded to a word (PACKED),
+or, for the bit-serial kernels, per (cout, tap) one bit-plane per weight bit
+(PLANES).
 """
 
 from __future__ import annotations
@@ -73,13 +74,12 @@ def tensor_layout(t: TensorType) -> TensorLayout:
 def use_planes(op: Op) -> bool:
     """Bit-serial (AND + popcount over bit-planes) when a*w <= 8 and groups == 1:
     cheaper than unpacking on a CPU without SIMD for 1- and 2-bit operands.
-    With few input channels (< 16) the planes of a tap are mostly padding, so
-    2/4-bit pairs unpack instead; 1-bit operands always go bit-serial (the
-    unpack kernels have no binary {-1,+1} form)."""
+    With few input channels (< 16) the planes of a tap are mostly padding and
+    the per-tap work dominates, so those layers use the patch kernel."""
     groups = op.attrs.get("groups", 1)
     a, w = op.operands[0].type.bits, op.operands[1].type.bits
     cin = op.operands[1].type.shape[1]
-    return groups == 1 and a * w <= 8 and (min(a, w) == 1 or cin >= 16)
+    return groups == 1 and a * w <= 8 and cin >= 16
 
 
 def conv_weight_rows(op: Op) -> tuple[np.ndarray, int, int, int]:
@@ -94,7 +94,11 @@ def conv_weight_rows(op: Op) -> tuple[np.ndarray, int, int, int]:
 
 
 def pack_conv_weights(op: Op) -> tuple[np.ndarray, int, int]:
-    """(uint32 words, format, words per tap or per plane) of a conv/linear weight."""
+    """(uint32 words, format, words per row or per tap plane) of a conv/linear weight.
+
+    PACKED: one row per output channel, its kh*kw*cin_g codes in (kh, kw, cin)
+    order packed as in numerics.pack (row padded to a word). PLANES: per
+    (cout, tap), one plane of ceil(cin_g/32) words per weight bit."""
     wt = op.operands[1].type
     codes, cout, taps, cin = conv_weight_rows(op)
     rows = codes.reshape(cout * taps, cin)
@@ -106,14 +110,17 @@ def pack_conv_weights(op: Op) -> tuple[np.ndarray, int, int]:
             planes = [(u >> q) & 1 for q in range(wt.bits)]
         packed = np.stack([pack(p, 1, signed=False) for p in planes], axis=1)  # [rows, planes, ppw]
         return packed.reshape(-1).astype(np.uint32), WF_PLANES, packed.shape[2]
-    packed = pack(rows, wt.bits, signed=True)
+    packed = pack(codes.reshape(cout, taps * cin), wt.bits, signed=True)  # one row per cout
     return packed.reshape(-1).astype(np.uint32), WF_PACKED, packed.shape[1]
 
 
-def conv_scratch_words(op: Op) -> int:
-    """Scratch of the bit-serial path: the bit-planes of the layer input (none for 1-bit inputs)."""
+def conv_scratch_words(op: Op, wpt: int) -> int:
+    """Scratch of a conv/linear (mirrors mico_conv_scratch_words): the bit-planes of the
+    layer input (none for 1-bit inputs), or one output pixel's unpacked patch."""
     x = tensor_layout(op.operands[0].type)
-    if not use_planes(op) or x.cbits == 1:
+    if not use_planes(op):
+        return wpt * (32 // container_bits(op.operands[1].type.bits))
+    if x.cbits == 1:
         return 0
     return x.h * x.w * x.bits * (-(-x.c // 32))
 
