@@ -175,6 +175,47 @@ def test_optimized_kernels_equal_reference(wbits: int, abits: int, tmp_path: Pat
     assert "patch" in kinds
 
 
+@cache
+def misc_net() -> tuple[Graph, np.ndarray]:
+    """The other ops: lookup table (sigmoid), avgpool (no pad counting), ceil-mode
+    maxpool, concat with requantized operands, clip, sub, relu6, transpose, slice."""
+    import torch
+    import torch.nn.functional as F
+    from torch import nn
+
+    from micoc.frontends.fx import import_module
+
+    class Misc(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.c1 = nn.Conv2d(3, 8, 3, padding=1)
+            self.c2 = nn.Conv2d(8, 8, 1)
+            self.c3 = nn.Conv2d(16, 16, 3, padding=1)
+            self.fc = nn.Linear(16 * 5 * 4, 5)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            a = torch.sigmoid(self.c1(x))
+            b = F.avg_pool2d(a, 3, 2, 1, count_include_pad=False)
+            c = F.max_pool2d(self.c2(a), 3, 2, 1, ceil_mode=True)
+            e = torch.clamp(torch.cat([b, c], 1), -0.5, 0.7)
+            f = e - F.relu6(self.c3(e))
+            return self.fc(torch.flatten(f.permute(0, 1, 3, 2)[:, :, :, 1:], 1))
+
+    torch.manual_seed(0)
+    g = import_module(Misc().eval(), torch.randn(1, 3, 9, 9))
+    PassManager([Canonicalize()]).run(g)
+    return g, np.random.default_rng(0).standard_normal((4, 3, 9, 9)).astype(np.float32)
+
+
+@pytest.mark.parametrize("bits", ["w8a8", "w4a2", "w1a1"])
+def test_other_ops_bit_exact(bits: str, tmp_path: Path) -> None:
+    g, data = misc_net()
+    q = quantized(g, data, bits)
+    assert {"lut", "avgpool", "maxpool", "concat", "clip", "sub", "transpose", "slice"} <= {op.opname for op in q.ops}
+    assert_bit_exact(q, data, tmp_path / "b")
+    assert_bit_exact(q, data, tmp_path / "b", exe="model_ref", reference=True)
+
+
 # -- sanitizers --------------------------------------------------------------------------
 
 SANITIZE_SCHEMES = {"lenet5": "w4a8", "vgg_small": "w1a1", "resnet8": "w2a4", "mobilenetv2": "w8a2",

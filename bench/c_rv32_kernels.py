@@ -1,0 +1,98 @@
+"""C kernels on RV32IM: exact instructions per MAC for all 16 (weight, activation) bit pairs.
+
+One 3x3 conv layer (64 -> 64 channels, 8x8 pixels, padding 1) and one 1x1
+conv (64 -> 64) and a linear layer (512 -> 64), each built at wWaA for w, a
+in {1, 2, 4, 8}, run under QEMU with `-icount` by the rv32 target: the layer's
+retired instructions (from its packed input to its requantized packed
+output, bit-plane repack included) divided by its MACs. Deterministic.
+
+    python bench/c_rv32_kernels.py            # print the table
+    python bench/c_rv32_kernels.py --write    # ... and record it in BENCHMARKS.md
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from record import machine, write_section  # noqa: E402
+
+SECTION = "## C kernels on RV32IM (instructions per MAC, all bit pairs)"
+BITS = (1, 2, 4, 8)
+
+
+def layer_net(kind: str):  # type: ignore[no-untyped-def]
+    import torch
+    from torch import nn
+
+    from micoc.frontends.fx import import_module
+    from micoc.passes import PassManager
+
+    torch.manual_seed(0)
+    if kind == "conv3x3":
+        body, x = nn.Sequential(nn.Conv2d(64, 64, 3, padding=1), nn.ReLU()), torch.randn(1, 64, 8, 8)
+    elif kind == "conv1x1":
+        body, x = nn.Sequential(nn.Conv2d(64, 64, 1), nn.ReLU()), torch.randn(1, 64, 8, 8)
+    else:
+        body, x = nn.Sequential(nn.Linear(512, 64), nn.ReLU()), torch.randn(1, 512)
+    g = import_module(body.eval(), x)
+    PassManager.from_string("canonicalize").run(g)
+    return g, np.random.default_rng(0).standard_normal((4, *x.shape[1:])).astype(np.float32)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--write", action="store_true", help="record the table in BENCHMARKS.md")
+    args = ap.parse_args(argv)
+
+    from micoc.passes import PassContext, PassManager
+    from micoc.targets import get_target
+
+    rv32 = get_target("rv32")
+    rows = []
+    with tempfile.TemporaryDirectory() as tmpd:
+        for kind in ("conv3x3", "conv1x1", "linear"):
+            g0, data = layer_net(kind)
+            for w in BITS:
+                cells = []
+                for a in BITS:
+                    g = g0.clone()
+                    ctx = PassContext(data={"calibration": {g.inputs[0].name: data}})
+                    PassManager.from_string(f"assign-bits{{bits=w{w}a{a}}},calibrate,quantize", ctx).run(g)
+                    out = Path(tmpd) / f"{kind}_w{w}a{a}"
+                    rep = rv32.emit(g, out)
+                    rv32.build(out)
+                    rv32.run(out, [data[:1]])
+                    lay = rep["layers"][0]
+                    instr = rv32.last_run.layers[0].instructions  # type: ignore[attr-defined]
+                    cells.append(f"{instr / lay['macs']:.2f} ({lay['kernel'][0]})")
+                rows.append(f"| {kind} | w{w} | " + " | ".join(cells) + " |")
+                print(rows[-1], flush=True)
+    section = "\n".join([
+        SECTION,
+        "",
+        f"`python bench/c_rv32_kernels.py --write` on {machine()}.",
+        "",
+        "Retired RV32IM instructions per MAC of one layer (exact, QEMU `-icount`), from its",
+        "packed input to its requantized packed output. Kernel: (b) bit-serial AND+popcount over",
+        "bit-planes, (p) patch (unpack once per pixel, word-wide weight unpack). Layers: conv 3x3",
+        "64->64 on 8x8 (pad 1), conv 1x1 64->64 on 8x8, linear 512->64.",
+        "",
+        "| layer | weights | a1 | a2 | a4 | a8 |",
+        "|---|---|---|---|---|---|",
+        *rows,
+    ])
+    if args.write:
+        write_section(section)
+    print(section)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
