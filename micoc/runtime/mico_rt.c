@@ -236,13 +236,20 @@ static void build_patch(const mico_tensor *x, const mico_conv *p, int32_t oy, in
             int32_t *dst = patch + (i * p->kw + j) * n;
             if (iy < 0 || iy >= x->h || ix < 0 || ix >= x->w) {
                 for (k = 0; k < n; k++) dst[k] = 0;
-            } else if (c0 == 0 && x->kind != MICO_BINARY) {
+            } else if (c0 == 0) {
                 /* word at a time: the pixel starts on a word */
                 const uint32_t *src = x->data + (iy * x->w + ix) * x->wpp;
                 int32_t e;
-                for (k = 0; k < n;) {
-                    uint32_t v = *src++;
-                    for (e = 0; e < (int32_t)per && k < n; e++, k++, v >>= x->cbits) dst[k] = SX(v & mask, sb);
+                if (x->kind == MICO_BINARY) {
+                    for (k = 0; k < n;) {
+                        uint32_t v = *src++;
+                        for (e = 0; e < 32 && k < n; e++, k++, v >>= 1) dst[k] = 2 * (int32_t)(v & 1u) - 1;
+                    }
+                } else {
+                    for (k = 0; k < n;) {
+                        uint32_t v = *src++;
+                        for (e = 0; e < (int32_t)per && k < n; e++, k++, v >>= x->cbits) dst[k] = SX(v & mask, sb);
+                    }
                 }
             } else {
                 for (k = 0; k < n; k++) dst[k] = mico_get(x, c0 + k, iy * x->w + ix);
@@ -374,6 +381,13 @@ static int32_t dot_planes(const uint32_t *xp, int32_t xbits, uint8_t xkind, cons
                           int32_t wbits, uint8_t wkind, int32_t nw, int32_t n)
 {
     int32_t acc = 0, p, q, k;
+    if (xkind == MICO_BINARY && wkind == MICO_BINARY) {
+        /* XNOR: agreements - disagreements = n - 2 pc(X ^ W); padding bits
+         * are 0 in both, so they never disagree */
+        uint32_t s = 0;
+        for (k = 0; k < nw; k++) s += popc(xp[k] ^ wp[k]);
+        return n - 2 * (int32_t)s;
+    }
     for (p = 0; p < xbits; p++) {
         int32_t ap = plane_coef(p, xbits, xkind);
         for (q = 0; q < wbits; q++) {
