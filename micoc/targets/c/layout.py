@@ -72,14 +72,20 @@ def tensor_layout(t: TensorType) -> TensorLayout:
 
 
 def use_planes(op: Op) -> bool:
-    """Bit-serial (AND + popcount over bit-planes) when a*w <= 8 and groups == 1:
-    cheaper than unpacking on a CPU without SIMD for 1- and 2-bit operands.
-    With few input channels (< 16) the planes of a tap are mostly padding and
-    the per-tap work dominates, so those layers use the patch kernel."""
+    """Whether a conv/linear runs bit-serial (AND + popcount over bit-planes)
+    instead of the patch kernel. Measured on RV32IM (bench/c_rv32_kernels.py,
+    BENCHMARKS.md): bit-serial wins for a*w <= 2 (1.4-4.3 instructions per MAC
+    on a 3x3 conv vs ~5.5 for the patch kernel) and for 2x2 bits on kernels
+    with a long reduction (K = kh*kw*cin >= 128: 3.99 vs 5.58 on a 512-input
+    linear, but 8.45 vs 7.15 on a 64-input 1x1 conv, where the per-output
+    work dominates); from a*w = 4 on with a 1-bit operand the popcounts
+    (a*w + corrections per 32 MACs) cost more than unpacking. Needs
+    groups == 1 and enough channels to fill the plane words (cin >= 16)."""
     groups = op.attrs.get("groups", 1)
     a, w = op.operands[0].type.bits, op.operands[1].type.bits
     cin = op.operands[1].type.shape[1]
-    return groups == 1 and a * w <= 8 and cin >= 16
+    taps = op.operands[1].type.shape[2] * op.operands[1].type.shape[3] if op.opname == "conv2d" else 1
+    return groups == 1 and cin >= 16 and (a * w <= 2 or (a == w == 2 and taps * cin >= 128))
 
 
 def conv_weight_rows(op: Op) -> tuple[np.ndarray, int, int, int]:
