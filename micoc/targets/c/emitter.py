@@ -403,7 +403,7 @@ class _Emitter:
             "arena_words": max(plan.words, 1),
             "scratch_words": max(self.scratch, 1),
             "blob_words": max(int(blob.size), 1),
-            "blob_lines": _blob_lines(blob),
+            "blob_lines": [],  # filled below for the C-array form only (formatting is slow)
             "input": self.tname[xin],
             "output": self.tname[out_t],
             "input_size": int(np.prod(in_t.shape)),
@@ -420,8 +420,8 @@ class _Emitter:
             keep_trailing_newline=True, undefined=jinja2.StrictUndefined, autoescape=False,
         )
         incbin = blob.size * 4 > INCBIN_THRESHOLD
-        if incbin:
-            ctx["blob_lines"] = []
+        if not incbin:
+            ctx["blob_lines"] = _blob_lines(blob)
         files = {
             name: env.get_template(f"{name}.j2").render(**ctx)
             for name in ("model.h", "model.c", "Makefile")
