@@ -135,6 +135,11 @@ def section(orc: dict, rows: list[dict], seeds: list[int], exact_check: str) -> 
         lines.append(f"| {n} | {np.median(reg):+.4f} | {reg.max():+.4f} | "
                      f"{np.mean([r['best_val'] for r in rs]):.4f} | {np.median([r['test'] for r in rs]):.4f} | "
                      f"{np.median([r['bops'] for r in rs]):.3f} | {np.median([r['seconds'] for r in rs]):.0f} |")
+    if "uniform" in names or "greedy" in names:
+        lines += ["", "`uniform` evaluates every feasible uniform (w, a) pair, most expensive first (21 here),",
+                  "then stops; `greedy` spends its first 11 evaluations on sensitivity probes one step below",
+                  "all-8 (over the budget, so never selectable), lowers layers by measured loss per BOP saved,",
+                  "then evaluates one-step neighbours of that scheme and random feasible ones."]
     if "mico" in names and "random" in names:
         pairs = [(by[("mico", s)]["best_val"], by[("random", s)]["best_val"]) for s in seeds]
         wins = sum(a > b for a, b in pairs)
