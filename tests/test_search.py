@@ -247,3 +247,37 @@ def test_auto_evaluator_fine_tunes_low_bit_schemes(setup) -> None:  # type: igno
     assert auto.uses_qat(space.uniform(2)) and not auto.uses_qat(space.uniform(4))
     assert auto(space.uniform(2)) > ptq(space.uniform(2)) + 0.1  # QAT recovers a w2a2 LeNet
     assert auto(space.uniform(4)) == ptq(space.uniform(4))  # >= 4 bits: plain PTQ
+
+
+def test_cli_resume_after_kill_9(setup, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    import subprocess
+    import sys
+    import time
+
+    from examples.data import save_npz
+    from micoc.cli import main
+
+    _, data = setup
+    val = save_npz(tmp_path / "val.npz", data.x_val[:200], data.y_val[:200])
+    args = ["search", str(LENET), "--target", "bitfusion", "--data", str(val), "--constraint", "bops=0.3",
+            "--eval", "ptq", "--evals", "8", "--seed", "5"]
+    assert main(args + ["-o", str(tmp_path / "full")]) == 0
+    journal = tmp_path / "killed" / "journal.jsonl"
+    proc = subprocess.Popen([sys.executable, "-m", "micoc", *args, "-o", str(tmp_path / "killed")],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and proc.poll() is None:
+        if journal.exists() and len(journal.read_text().splitlines()) >= 4:  # header + 3 evaluations
+            break
+        time.sleep(0.05)
+    proc.kill()  # SIGKILL: no cleanup runs
+    proc.wait()
+    assert main(args + ["-o", str(tmp_path / "killed"), "--resume"]) == 0
+    rep = json.loads((tmp_path / "killed" / "report.json").read_text())
+    assert rep["evaluations"] == 8 and rep["replayed"] >= 3
+    indices = [json.loads(line)["index"] for line in journal.read_text().splitlines()[1:]]
+    assert sorted(indices) == list(range(8))  # each evaluation exactly once
+    # Same schemes, scores and order as the uninterrupted run (pareto.csv lists every evaluation).
+    assert (tmp_path / "full" / "pareto.csv").read_text() == (tmp_path / "killed" / "pareto.csv").read_text()
+    assert (tmp_path / "full" / "best_scheme.json").read_text() == \
+        (tmp_path / "killed" / "best_scheme.json").read_text()
