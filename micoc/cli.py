@@ -137,6 +137,9 @@ def run(settings: Settings, model: Path, input_path: Path, output: Path, report:
     settings.log(f"ran {n} sample(s) in {1e3 * (time.perf_counter() - t0):.1f} ms")
     save_outputs(output, graph, outputs)
     settings.log(f"wrote {output}")
+    if report is not None:
+        write_run_report(report, {"target": "interpreter", "model": str(model), "samples": int(n),
+                                  "seconds": time.perf_counter() - t0, "outputs": [list(o.shape) for o in outputs]})
 
 
 @cli.command("list-passes")
@@ -505,9 +508,7 @@ def list_targets() -> None:
 
 def run_build(settings: Settings, build: Path, input_path: Path, output: Path, report: Path | None) -> None:
     """`micoc run DIR`: run a compiled build with its target."""
-    import json
-
-    from micoc.datafiles import atomic_write, load_inputs, save_outputs
+    from micoc.datafiles import load_inputs, save_outputs
     from micoc.frontends.loader import load_model
     from micoc.targets import get_target
     from micoc.targets.host import read_report
@@ -523,9 +524,16 @@ def run_build(settings: Settings, build: Path, input_path: Path, output: Path, r
     n = outputs[0].shape[0]
     settings.log(f"ran {n} sample(s) on {target.name} in {1e3 * dt:.1f} ms; wrote {output}")
     if report is not None:
-        doc = {"target": target.name, "build": str(build), "samples": int(n), "seconds": dt,
-               "outputs": [list(o.shape) for o in outputs]}
-        atomic_write(report, lambda f: f.write((json.dumps(doc, indent=2) + "\n").encode()))
+        write_run_report(report, {"target": target.name, "build": str(build), "samples": int(n), "seconds": dt,
+                                  "outputs": [list(o.shape) for o in outputs]})
+
+
+def write_run_report(path: Path, doc: dict) -> None:
+    import json
+
+    from micoc.datafiles import atomic_write
+
+    atomic_write(path, lambda f: f.write((json.dumps(doc, indent=2) + "\n").encode()))
 
 
 def main(argv: list[str] | None = None) -> int:
