@@ -190,6 +190,15 @@ def test_dask_cluster_equals_one_worker(setup) -> None:  # type: ignore[no-untyp
     assert dist.best_scheme == serial.best_scheme
 
 
+@pytest.mark.slow
+def test_local_worker_processes_equal_one_worker(setup) -> None:  # type: ignore[no-untyped-def]
+    g, data = setup
+    space, cs = space_cs(g)
+    serial = run_search(g, space, cs, Evaluator(g, space, data), evals=6, seed=1, batch=3, test=False)
+    local = run_search(g, space, cs, Evaluator(g, space, data), evals=6, seed=1, batch=3, workers=2, test=False)
+    assert records_of(local) == records_of(serial)
+
+
 # -- the command line ------------------------------------------------------------------------
 
 
