@@ -4,7 +4,8 @@ One 3x3 conv layer (64 -> 64 channels, 8x8 pixels, padding 1) and one 1x1
 conv (64 -> 64) and a linear layer (512 -> 64), each built at wWaA for w, a
 in {1, 2, 4, 8}, run under QEMU with `-icount` by the rv32 target: the layer's
 retired instructions (from its packed input to its requantized packed
-output, bit-plane repack included) divided by its MACs. Deterministic.
+output, bit-plane repack included) divided by its MACs; and LeNet-5 and
+ResNet-8 whole. Deterministic.
 
     python bench/c_rv32_kernels.py            # print the table
     python bench/c_rv32_kernels.py --write    # ... and record it in BENCHMARKS.md
@@ -74,6 +75,32 @@ def main(argv: list[str] | None = None) -> int:
                     cells.append(f"{instr / lay['macs']:.2f} ({lay['kernel'][0]})")
                 rows.append(f"| {kind} | w{w} | " + " | ".join(cells) + " |")
                 print(rows[-1], flush=True)
+        # whole example networks: instructions per MAC in conv/linear layers, and per inference
+        net_rows = []
+        import torch
+
+        from examples.models import MODELS, build
+        from micoc.frontends.fx import import_module
+
+        for name in ("lenet5", "resnet8"):
+            shape = MODELS[name][1]
+            x = torch.randn(shape, generator=torch.Generator().manual_seed(0))
+            g0 = import_module(build(name, seed=0), x)
+            data = np.random.default_rng(0).standard_normal((4, *shape[1:])).astype(np.float32)
+            cells = []
+            for bits in ("w8a8", "w4a4", "w2a2", "w1a1"):
+                g = g0.clone()
+                ctx = PassContext(data={"calibration": {g.inputs[0].name: data}})
+                PassManager.from_string(f"canonicalize,assign-bits{{bits={bits}}},calibrate,quantize", ctx).run(g)
+                out = Path(tmpd) / f"{name}_{bits}"
+                rep = rv32.emit(g, out)
+                rv32.build(out)
+                rv32.run(out, [data[:1]])
+                run = rv32.last_run  # type: ignore[attr-defined]
+                layer_instr = sum(lc.instructions for lc in run.layers)
+                cells.append(f"{layer_instr / rep['macs']:.2f} / {run.instructions / 1e6:.2f}M")
+            net_rows.append(f"| {name} | " + " | ".join(cells) + " |")
+            print(net_rows[-1], flush=True)
     section = "\n".join([
         SECTION,
         "",
@@ -87,6 +114,13 @@ def main(argv: list[str] | None = None) -> int:
         "| layer | weights | a1 | a2 | a4 | a8 |",
         "|---|---|---|---|---|---|",
         *rows,
+        "",
+        "Example networks (one inference; fx frontend, random weights): instructions per MAC in",
+        "the conv/linear layers / total instructions (input quantization to output dequantization).",
+        "",
+        "| network | w8a8 | w4a4 | w2a2 | w1a1 |",
+        "|---|---|---|---|---|",
+        *net_rows,
     ])
     if args.write:
         write_section(section)
