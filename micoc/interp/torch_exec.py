@@ -93,30 +93,40 @@ class TorchExecutor(nn.Module):
         for op in self.graph.ops:
             args = [env[v] if v in env else self.tensor(v) for v in op.operands]
             if plan and op not in plan.float_tail:
-                args = self._quantize_operands(op, args)
+                args, step = self._quantize_operands(op, args)
             y = _TORCH_OPS[op.opname](op, args)
+            if plan and step is not None:
+                # Snap to whole accumulator units: the integer path computes the
+                # accumulator exactly, and float error must not move a value across
+                # a rounding tie or, for binary outputs, across zero.
+                step = step.reshape((-1,) + (1,) * (y.dim() - 2)) if op.opname == "conv2d" else step
+                y = y + (round_half_away(y / step) * step - y).detach()
             if plan and op not in plan.float_tail and op.opname not in ("maxpool", "reshape", "transpose", "slice"):
                 y = fake_quant(y, plan.values[op.result])  # relu/clip/pools keep their input's type
             env[op.result] = y
         return [env[v] for v in self.graph.outputs]
 
-    def _quantize_operands(self, op: Op, args: list[torch.Tensor]) -> list[torch.Tensor]:
+    def _quantize_operands(self, op: Op, args: list[torch.Tensor]) -> tuple[list[torch.Tensor], torch.Tensor | None]:
+        """Fake-quantized operands, and for layers the accumulator unit (s_x * s_w per channel)."""
         assert self.plan is not None
+        step = None
         if op.opname in LAYERS:
             for i, _ in layer_activation_operands(op):
                 if (op, i) in self.plan.layer_inputs:
                     args[i] = fake_quant(args[i], self.plan.layer_inputs[(op, i)])
             if op.opname != "matmul":
                 args[1], sw = fake_quant_weights(args[1], op.attrs["wbits"])
+                step = (self.plan.operand(op, 0).scale * sw).detach()
                 if len(args) > 2:  # the int32 bias lives at scale s_x * s_w: coarse at low bits
-                    step = (self.plan.operand(op, 0).scale * sw).detach()
                     args[2] = args[2] + (round_half_away(args[2] / step) * step - args[2]).detach()
+            else:
+                step = torch.tensor(self.plan.operand(op, 0).scale * self.plan.operand(op, 1).scale)
         elif op.opname in COMBINE:
             args = [fake_quant(a, const_quant(v)) if v.is_const else a
                     for v, a in zip(op.operands, args, strict=True)]
         elif op.opname not in PASS_THROUGH | LUT_OPS:
             raise UnsupportedError(f"torch executor: no quantized form of {op.where()}")
-        return args
+        return args, step
 
     def write_back(self) -> None:
         """Store the (fine-tuned) float weights into the graph's constants."""
