@@ -303,18 +303,20 @@ static int32_t dot_patch_w2(const int32_t *x, const uint32_t *w, int32_t nw)
     return acc;
 }
 
+/* Binary weights: sum (2b - 1) x = 2 sum_{b=1} x - sum x; conv_patch adds
+ * the - sum x (one per patch, shared by every output channel). */
+#define W1(e) on += x[e] & ((int32_t)(v << (31 - (e))) >> 31)
 static int32_t dot_patch_w1(const int32_t *x, const uint32_t *w, int32_t nw)
 {
-    /* binary weights: sum (2b - 1) x = 2 sum_{b=1} x - sum x */
-    int32_t all = 0, on = 0, k, e;
+    int32_t on = 0, k;
     for (k = 0; k < nw; k++, x += 32) {
         uint32_t v = w[k];
-        for (e = 0; e < 32; e++) {
-            all += x[e];
-            on += x[e] & -(int32_t)((v >> e) & 1u);
-        }
+        W1(0); W1(1); W1(2); W1(3); W1(4); W1(5); W1(6); W1(7);
+        W1(8); W1(9); W1(10); W1(11); W1(12); W1(13); W1(14); W1(15);
+        W1(16); W1(17); W1(18); W1(19); W1(20); W1(21); W1(22); W1(23);
+        W1(24); W1(25); W1(26); W1(27); W1(28); W1(29); W1(30); W1(31);
     }
-    return 2 * on - all;
+    return 2 * on;
 }
 
 typedef int32_t (*patch_dot_fn)(const int32_t *, const uint32_t *, int32_t);
@@ -335,9 +337,12 @@ static void conv_patch(const mico_tensor *x, const mico_tensor *y, const mico_co
             writer wr;
             wr_begin(&wr, y, oy * y->w + ox);
             for (g = 0; g < p->groups; g++) {
+                int32_t base = 0, k;
                 build_patch(x, p, oy, ox, g * p->cin_g, cap, patch);
+                if (p->wcbits == 1)
+                    for (k = 0; k < cap; k++) base -= patch[k];
                 for (co = g * og; co < (g + 1) * og; co++) {
-                    int32_t acc = (p->bias ? p->bias[co] : 0) + dot(patch, p->w + co * p->wpt, p->wpt);
+                    int32_t acc = (p->bias ? p->bias[co] : 0) + base + dot(patch, p->w + co * p->wpt, p->wpt);
                     wr_put(&wr, mico_requant(acc, p->mult[co], p->shift[co], p->lo, p->hi, p->out_binary));
                 }
             }
