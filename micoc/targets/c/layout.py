@@ -78,9 +78,8 @@ def use_planes(op: Op) -> bool:
     on a 3x3 conv vs ~5.5 for the patch kernel) and for 2x2 bits on kernels
     with a long reduction (K = kh*kw*cin >= 128: 3.99 vs 5.58 on a 512-input
     linear, but 8.45 vs 7.15 on a 64-input 1x1 conv, where the per-output
-    work dominates), and for binary weights up to 4-bit activations (8.0 vs
-    10.5: the patch kernel's binary-weight loop is its slowest). Otherwise the
-    popcounts (a*w + corrections per 32 MACs) cost more than unpacking. Needs
+    work dominates). Otherwise the popcounts (a*w + corrections per 32 MACs)
+    cost more than unpacking (e.g. w1a4: 8.0 bit-serial vs 5.5 patch). Needs
     groups == 1 and enough channels to fill the plane words: cin >= 16 for
     a*w <= 2, cin >= 32 for the others (ResNet-8 at 2x2 bits with 16-channel
     layers ran 11.7 instructions/MAC bit-serial)."""
@@ -88,9 +87,7 @@ def use_planes(op: Op) -> bool:
     a, w = op.operands[0].type.bits, op.operands[1].type.bits
     cin = op.operands[1].type.shape[1]
     taps = op.operands[1].type.shape[2] * op.operands[1].type.shape[3] if op.opname == "conv2d" else 1
-    return groups == 1 and (
-        (cin >= 16 and a * w <= 2) or (cin >= 32 and ((a == w == 2 and taps * cin >= 128) or (w == 1 and a <= 4)))
-    )
+    return groups == 1 and ((cin >= 16 and a * w <= 2) or (cin >= 32 and a == w == 2 and taps * cin >= 128))
 
 
 def conv_weight_rows(op: Op) -> tuple[np.ndarray, int, int, int]:
