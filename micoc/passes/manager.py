@@ -15,13 +15,13 @@ import types
 import typing
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Any, ClassVar, TextIO
 
 from micoc.errors import MicocError, UsageError, VerificationError
 from micoc.ir.graph import Graph
 from micoc.ir.verifier import verify
+from micoc.plugins import load_entry_points
 
 
 @dataclass
@@ -79,15 +79,14 @@ def available_passes() -> dict[str, type[Pass]]:
 
     if not _entry_points_loaded:
         _entry_points_loaded = True
-        for ep in entry_points(group="micoc.passes"):
-            try:
-                obj = ep.load()
-            except Exception as e:  # a broken plugin must not break micoc
-                print(f"micoc: warning: could not load pass plugin '{ep.name}': {e}", file=sys.stderr)
-                continue
-            if isinstance(obj, type) and issubclass(obj, Pass):
-                register_pass(obj)
+        load_entry_points("micoc.passes", "pass", _register_plugin)
     return PASSES
+
+
+def _register_plugin(obj: object) -> None:
+    if not (isinstance(obj, type) and issubclass(obj, Pass)):
+        raise TypeError(f"{obj!r} is not a Pass subclass")
+    register_pass(obj)
 
 
 # -- pipeline strings -------------------------------------------------------------

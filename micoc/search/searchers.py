@@ -17,13 +17,12 @@ class taking the same constructor arguments.
 
 from __future__ import annotations
 
-import sys
 from abc import ABC, abstractmethod
-from importlib.metadata import entry_points
 
 import numpy as np
 
 from micoc.errors import UsageError
+from micoc.plugins import load_entry_points
 from micoc.search.constraints import ConstraintSet, repair
 from micoc.search.space import SearchSpace
 
@@ -116,15 +115,14 @@ def available_searchers() -> dict[str, type[Searcher]]:
     global _eps_loaded
     if not _eps_loaded:
         _eps_loaded = True
-        for ep in entry_points(group="micoc.searchers"):
-            try:
-                obj = ep.load()
-            except Exception as e:  # a broken plugin must not break micoc
-                print(f"micoc: warning: could not load searcher plugin '{ep.name}': {e}", file=sys.stderr)
-                continue
-            if isinstance(obj, type) and issubclass(obj, Searcher):
-                register_searcher(obj)
+        load_entry_points("micoc.searchers", "searcher", _register_plugin)
     return SEARCHERS
+
+
+def _register_plugin(obj: object) -> None:
+    if not (isinstance(obj, type) and issubclass(obj, Searcher)):
+        raise TypeError(f"{obj!r} is not a Searcher subclass")
+    register_searcher(obj)
 
 
 def make_searcher(name: str, space: SearchSpace, constraints: ConstraintSet, **kwargs: object) -> Searcher:

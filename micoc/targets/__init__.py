@@ -6,10 +6,10 @@ from __future__ import annotations
 
 import importlib
 import sys
-from importlib.metadata import entry_points
 from typing import Any
 
 from micoc.errors import UsageError
+from micoc.plugins import load_entry_points
 from micoc.targets.base import Target
 
 __all__ = ["Target", "register_target", "get_target", "available_targets"]
@@ -39,11 +39,7 @@ def available_targets() -> dict[str, Target]:
             except ImportError as e:
                 if e.name != mod:
                     print(f"micoc: warning: target module {mod} failed to import: {e}", file=sys.stderr)
-        for ep in entry_points(group="micoc.targets"):
-            try:
-                register_target(ep.load())
-            except Exception as e:  # a broken plugin must not break micoc
-                print(f"micoc: warning: could not load target plugin '{ep.name}': {e}", file=sys.stderr)
+        load_entry_points("micoc.targets", "target", register_target)
     return TARGETS
 
 
