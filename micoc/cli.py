@@ -524,8 +524,15 @@ def run_build(settings: Settings, build: Path, input_path: Path, output: Path, r
     n = outputs[0].shape[0]
     settings.log(f"ran {n} sample(s) on {target.name} in {1e3 * dt:.1f} ms; wrote {output}")
     if report is not None:
-        write_run_report(report, {"target": target.name, "build": str(build), "samples": int(n), "seconds": dt,
-                                  "outputs": [list(o.shape) for o in outputs]})
+        doc = {"target": target.name, "build": str(build), "samples": int(n), "seconds": dt,
+               "outputs": [list(o.shape) for o in outputs]}
+        counted = getattr(target, "last_run", None)  # targets that count instructions (rv32, vexii)
+        if counted is not None and counted.regions:
+            first = counted.regions[0]  # the first sample's inference
+            doc["instructions"] = first.instructions
+            doc["layers"] = [{"name": lc.name, "instructions": lc.instructions} for lc in first.layers]
+            doc["instructions_per_sample"] = [reg.instructions for reg in counted.regions]
+        write_run_report(report, doc)
 
 
 def write_run_report(path: Path, doc: dict) -> None:

@@ -77,3 +77,35 @@ def test_vexii_builds_the_same_portable_code(tmp_path: Path) -> None:
         assert t.last_run is not None
         outs[name] = (y.tobytes(), t.last_run.instructions)
     assert outs["rv32"] == outs["vexii"]
+
+
+def test_cli_run_report_has_exact_first_sample_counts(tmp_path: Path) -> None:
+    """`micoc run BUILD --report`: instructions of the first sample's inference and per layer, exact
+    and repeatable; the outputs equal the integer interpreter's."""
+    import json
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[1]
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((3, 1, 28, 28)).astype(np.float32)
+    np.savez(tmp_path / "x.npz", x=x)
+
+    def micoc(*args: str) -> None:
+        res = subprocess.run([sys.executable, "-m", "micoc", *args], capture_output=True, text=True, cwd=root)
+        assert res.returncode == 0, res.stderr
+
+    micoc("compile", str(root / "examples" / "lenet5.onnx"), "--target", "rv32", "--calib", str(tmp_path / "x.npz"),
+          "--bits", "w4a4", "-o", str(tmp_path / "build"))
+    reports = []
+    for i in range(2):
+        micoc("run", str(tmp_path / "build"), "--input", str(tmp_path / "x.npz"), "-o", str(tmp_path / f"y{i}.npy"),
+              "--report", str(tmp_path / f"r{i}.json"))
+        reports.append(json.loads((tmp_path / f"r{i}.json").read_text()))
+    r = reports[0]
+    assert r["instructions"] == r["instructions_per_sample"][0] > 0
+    assert [layer["name"] for layer in r["layers"]] == ["/conv1/Conv", "/conv2/Conv", "/fc1/Gemm", "/fc2/Gemm", "/fc3/Gemm"]
+    assert 0 < sum(layer["instructions"] for layer in r["layers"]) < r["instructions"]
+    assert reports[1]["instructions"] == r["instructions"] and reports[1]["layers"] == r["layers"]
+    micoc("run", str(tmp_path / "build" / "model.mir"), "--input", str(tmp_path / "x.npz"), "-o", str(tmp_path / "ref.npy"))
+    assert np.array_equal(np.load(tmp_path / "y0.npy"), np.load(tmp_path / "ref.npy"))
