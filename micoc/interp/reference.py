@@ -102,6 +102,8 @@ def batch_safe(graph: Graph) -> bool:
             return False
         if op.opname == "matmul" and min(len(s) for s in in_shapes) < 3:
             return False
+        if op.opname == "concat" and any(v.is_const for v in op.operands):
+            return False  # a constant part has one sample, not N
         if op.opname in _ELEMENTWISE and any(
             v.is_const and v.type.rank == op.result.type.rank and v.type.shape[0] != 1 for v in op.operands
         ):

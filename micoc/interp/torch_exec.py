@@ -198,6 +198,12 @@ def _reshape(op: Op, x: torch.Tensor) -> torch.Tensor:
     return x.reshape(shape)
 
 
+def _same_batch(ts: list[torch.Tensor]) -> list[torch.Tensor]:
+    """Constant operands hold one sample; repeat them for a batch of N."""
+    n = max(t.shape[0] for t in ts)
+    return [t.expand(n, *t.shape[1:]) if t.shape[0] != n else t for t in ts]
+
+
 def _batch_norm(op: Op, a: list[torch.Tensor]) -> torch.Tensor:
     return F.batch_norm(a[0], a[3], a[4], a[1], a[2], False, 0.0, op.attrs["epsilon"])
 
@@ -210,7 +216,7 @@ _TORCH_OPS: dict[str, Callable[[Op, list[torch.Tensor]], torch.Tensor]] = {
     "sub": lambda op, a: a[0] - a[1],
     "mul": lambda op, a: a[0] * a[1],
     "div": lambda op, a: a[0] / a[1],
-    "concat": lambda op, a: torch.cat(a, dim=op.attrs["axis"]),
+    "concat": lambda op, a: torch.cat(_same_batch(a), dim=op.attrs["axis"]),
     "maxpool": lambda op, a: _pool(op, a[0], "max"),
     "avgpool": lambda op, a: _pool(op, a[0], "avg"),
     "global_avgpool": lambda op, a: a[0].mean(dim=(2, 3), keepdim=True),

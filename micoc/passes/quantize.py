@@ -156,7 +156,7 @@ class _Materializer:
             if v.is_const:
                 cq = const_quant(v)
                 assert v.data is not None
-                data = quantize_input(v.data, cq.scale, 0, cq.type(v.type.shape).qrange, binary=False)
+                data = quantize_input(v.data, cq.scale, 0, cq.type(v.type.shape).qrange)
                 operands.append(self.const(f"{v.name}.q", data.astype(np.int32), cq.type(v.type.shape)))
             else:
                 operands.append(self.map[v])
