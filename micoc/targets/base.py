@@ -41,3 +41,17 @@ class Target(Protocol):
     def build(self, outdir: str | os.PathLike[str]) -> Path: ...
 
     def run(self, outdir: str | os.PathLike[str], inputs: Sequence[np.ndarray]) -> list[np.ndarray]: ...
+
+
+def input_samples(report: dict[str, Any], inputs: Sequence[np.ndarray]) -> np.ndarray:
+    """The one input of a build as float32 [N, ...], checked against its report.json."""
+    from micoc.errors import InputError
+
+    if len(inputs) != 1:
+        raise InputError(f"the model has 1 input, got {len(inputs)} arrays")
+    x = np.asarray(inputs[0], dtype=np.float32)
+    in_shape = tuple(report["input"]["shape"])
+    if x.shape[1:] != in_shape[1:] or x.ndim != len(in_shape):
+        raise InputError(f"input has shape {list(x.shape)}; the model expects {list(in_shape)} "
+                         "(the first dimension may hold any number of samples)")
+    return x

@@ -23,6 +23,7 @@ import numpy as np
 from micoc.errors import InputError, MicocError
 from micoc.ir.graph import Graph
 from micoc.targets import register_target
+from micoc.targets.base import input_samples
 from micoc.targets.c.emitter import check_support, emit_c
 from micoc.targets.rv32.toolchain import SUPPORT_DIR, RunResult, build_elf, run_elf
 
@@ -104,13 +105,7 @@ class Rv32Target:
         elf = out / (exe or self.exe)
         if not elf.exists():
             self.build(out, exe=exe)
-        if len(inputs) != 1:
-            raise InputError(f"the model has 1 input, got {len(inputs)} arrays")
-        x = np.asarray(inputs[0], dtype=np.float32)
-        in_shape = tuple(rep["input"]["shape"])
-        if x.shape[1:] != in_shape[1:] or x.ndim != len(in_shape):
-            raise InputError(f"input has shape {list(x.shape)}; the model expects {list(in_shape)} "
-                             "(the first dimension may hold any number of samples)")
+        x = input_samples(rep, inputs)
         n = x.shape[0]
         out_shape = tuple(rep["output"]["shape"])
         per = int(np.prod(out_shape[1:]))
