@@ -1,6 +1,6 @@
 """Whole example networks on RV32IM under QEMU, bit-exact against the integer
 interpreter (float outputs and the integer codes behind them): LeNet-5 and
-ResNet-8 at a uniform scheme and at 5 random mixed schemes each."""
+ResNet-8 at W8A8, W4A4, W2A2, W1A1 and at 5 random mixed schemes each."""
 
 from __future__ import annotations
 
@@ -20,13 +20,13 @@ pytestmark = pytest.mark.skipif(
 
 
 def _schemes(name: str, layers: list[str]) -> list[tuple[str, dict | None]]:
-    """One uniform scheme and 5 random mixed ones (bit pairs from {1,2,4,8}^2 per layer)."""
+    """The four uniform schemes and 5 random mixed ones (bit pairs from {1,2,4,8}^2 per layer)."""
     rng = np.random.default_rng({"lenet5": 11, "resnet8": 12}[name])
     mixed = [
         (f"mixed{i}", {n: {"w": int(rng.choice(BITS)), "a": int(rng.choice(BITS))} for n in layers})
         for i in range(5)
     ]
-    return [("w4a4", None), *mixed]
+    return [(bits, None) for bits in ("w8a8", "w4a4", "w2a2", "w1a1")] + mixed
 
 
 @pytest.mark.parametrize("name", ["lenet5", "resnet8"])
