@@ -23,6 +23,7 @@ from micoc.passes.calibrate import Calibrate
 from micoc.passes.canonicalize import Canonicalize
 from micoc.passes.quantize import Quantize
 from micoc.targets import get_target
+from micoc.targets.c.emitter import arena_plan, gather_table
 from micoc.targets.c.layout import conv_weight_rows, use_planes
 from micoc.targets.host import SANITIZE
 
@@ -254,6 +255,34 @@ def test_weight_bytes_are_the_packed_sizes(tmp_path: Path) -> None:
     assert rep["arena_lower_bound_bytes"] <= rep["arena_bytes"]
     assert {"name", "op", "shape", "wbits", "abits", "macs", "weight_bytes"} <= set(rep["layers"][0])
     assert (tmp_path / "b" / "model.mir").exists() and (tmp_path / "b" / "model.npz").exists()
+
+
+# -- the arena: plan-buffers with the runtime's sizes and views ------------------------
+
+
+@pytest.mark.parametrize("bits", ["w8a8", "w2a2"])
+@pytest.mark.parametrize("name", [*SMALL, "resnet18"])
+def test_arena_is_plan_buffers_near_the_bound(name: str, bits: str) -> None:
+    g, data = float_graph(name)
+    q = quantized(g, data[:2], bits)
+    plan = arena_plan(q)
+    assert plan.lower_bound <= plan.arena_bytes <= 1.10 * plan.lower_bound
+    assert all(off % 4 == 0 for off in plan.offsets.values())
+    for op in q.ops:  # a reshape shares its operand's bytes iff it moves no code in this layout
+        if op.opname == "reshape" and op.result.type.is_quantized:
+            assert (op.result in plan.views) == (gather_table(op) is None)
+    if name == "lenet5":  # flatten of channel-packed 5x5 pixels: a copy into its own buffer
+        flat = next(op for op in q.ops if op.opname == "reshape" and op.result.type.is_quantized)
+        assert flat.result not in plan.alias_of and plan.offsets[flat.result] != plan.offsets[flat.operands[0]]
+
+
+def test_report_arena_comes_from_plan_buffers(tmp_path: Path) -> None:
+    g, data = float_graph("lenet5")
+    q = quantized(g, data, "w4a4")
+    rep = HOST.emit(q, tmp_path / "b")
+    plan = arena_plan(q)
+    assert rep["arena_planner"] == f"plan-buffers ({plan.strategy})"
+    assert rep["arena_bytes"] == plan.arena_bytes and rep["arena_lower_bound_bytes"] == plan.lower_bound
 
 
 # -- errors ---------------------------------------------------------------------------

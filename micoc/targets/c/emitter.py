@@ -32,15 +32,14 @@ from micoc.errors import UnsupportedError
 from micoc.interp.kernels import get_kernel
 from micoc.ir.graph import Graph, Op, Value
 from micoc.numerics import container_bits, quantize_multipliers_common
+from micoc.passes.plan_buffers import BufferPlan, plan_buffers
 from micoc.targets.c.layout import (
     WF_PLANES,
-    ArenaPlan,
     TensorLayout,
     chw,
     conv_scratch_words,
     kind_of,
     pack_conv_weights,
-    plan_arena,
     tensor_layout,
 )
 
@@ -316,7 +315,7 @@ class _Emitter:
 
     def repack(self, op: Op) -> None:
         x, y = op.operands[0], op.result
-        table = self.gather_table(op)
+        table = gather_table(op)
         if table is None:
             self.call(op, f"mico_copy({self.tref(x)}, {self.tref(y)});")
             return
@@ -327,46 +326,6 @@ class _Emitter:
     op_transpose = repack
     op_slice = repack
 
-    # -- the arena ----------------------------------------------------------------
-    def plan(self, vals: list[Value], sizes: dict[Value, int], out_t: Value) -> ArenaPlan:
-        """Offsets from the plan-buffers pass (sizes in this layout), or our own first fit
-        when its reshape aliases don't hold here (a reshape that changes the packed layout
-        is a gather into a new tensor, not an alias)."""
-        try:
-            from micoc.passes.plan_buffers import plan_buffers
-        except ImportError:  # pragma: no cover - the pass is optional
-            plan_buffers = None
-        if plan_buffers is not None:
-            qset = set(vals)
-            bp = plan_buffers(self.g, size_of=lambda v: 4 * sizes[v] if v in qset else 0)
-            ok = all(
-                self.layout_identical(v.producer)
-                for v in bp.alias_of
-                if v in qset and v.producer is not None and v.producer.opname == "reshape"
-            )
-            if ok and all(bp.offsets[v] % 4 == 0 for v in vals):
-                self.planner = f"plan-buffers ({bp.strategy})"
-                return ArenaPlan({v: bp.offsets[v] // 4 for v in vals}, -(-bp.arena_bytes // 4),
-                                 -(-bp.lower_bound // 4))
-        self.planner = "first-fit"
-        return plan_arena(self.g, vals, sizes, keep={out_t})
-
-    def layout_identical(self, op: Op) -> bool:
-        return self.gather_table(op) is None
-
-    def gather_table(self, op: Op) -> np.ndarray | None:
-        """The gather table of a reshape/transpose/slice, None when it moves nothing."""
-        x, y = op.operands[0], op.result
-        lx, ly = tensor_layout(x.type), tensor_layout(y.type)
-        c, h, w = lx.c, lx.h, lx.w
-        flat = (np.arange(c)[:, None, None] + c * (np.arange(h)[:, None] * w + np.arange(w))[None])
-        idx = np.ascontiguousarray(flat.reshape(x.type.shape).astype(np.int64))
-        out = np.asarray(get_kernel(op)(op, [idx])).reshape(ly.c, ly.h * ly.w)  # [C', pix']
-        table = out.T.reshape(-1)  # numbered pix' * C' + c'
-        if lx == ly and np.array_equal(table, np.arange(table.size)):
-            return None
-        return table
-
     # -- whole model ------------------------------------------------------------
     def run(self) -> tuple[dict[str, str], dict[str, Any]]:
         check_support(self.g)
@@ -374,9 +333,9 @@ class _Emitter:
         for i, v in enumerate(vals):
             self.tname[v] = f"T{i}"
             self.layout[v] = tensor_layout(v.type)
-        sizes = {v: self.layout[v].words for v in vals}
         out_t = dop.operands[0]
-        plan = self.plan(vals, sizes, out_t)
+        plan = arena_plan(self.g)
+        self.planner = f"plan-buffers ({plan.strategy})"
         for op in self.g.ops:
             if op.opname in ("quantize", "dequantize") or not op.result.type.is_quantized:
                 continue
@@ -385,7 +344,7 @@ class _Emitter:
         for v in vals:
             lt = self.layout[v]
             tdecls.append(
-                f"static const mico_tensor {self.tname[v]} = {{&mico_arena[{plan.offsets[v]}], {lt.c}, {lt.h}, "
+                f"static const mico_tensor {self.tname[v]} = {{&mico_arena[{plan.offsets[v] // 4}], {lt.c}, {lt.h}, "
                 f"{lt.w}, {lt.wpp}, {lt.cbits}, {lt.lb}, {lt.bits}, {lt.kind}}}; /* {v.type} */"
             )
         xin = qop.result
@@ -400,7 +359,7 @@ class _Emitter:
             "tensor_decls": tdecls,
             "decls": self.decls,
             "body": self.body,
-            "arena_words": max(plan.words, 1),
+            "arena_words": max(plan.arena_bytes // 4, 1),
             "scratch_words": max(self.scratch, 1),
             "blob_words": max(int(blob.size), 1),
             "blob_lines": [],  # filled below for the C-array form only (formatting is slow)
@@ -437,15 +396,60 @@ class _Emitter:
             "weight_bytes": 4 * int(blob.size),
             "weights": weights,
             "weight_bytes_by_kind": _by_kind(weights),
-            "arena_bytes": 4 * plan.words,
+            "arena_bytes": plan.arena_bytes,
             "arena_planner": self.planner,
             "weights_mode": self.weights_mode,
-            "arena_lower_bound_bytes": 4 * plan.lower_bound_words,
+            "arena_lower_bound_bytes": plan.lower_bound,
             "scratch_bytes": 4 * self.scratch,
             "layers": self.layers,
             "macs": sum(lay["macs"] for lay in self.layers),
         }
         return files, report
+
+
+# ---------------------------------------------------------------------------
+# the arena: plan-buffers with this layout's sizes and views
+# ---------------------------------------------------------------------------
+
+
+def gather_table(op: Op) -> np.ndarray | None:
+    """The gather table of a quantized reshape/transpose/slice in the runtime's
+    layout (output word-code k reads input code table[k], both numbered
+    pixel * C + c), or None when the op moves nothing (same layout, identity)."""
+    x, y = op.operands[0], op.result
+    lx, ly = tensor_layout(x.type), tensor_layout(y.type)
+    c, h, w = lx.c, lx.h, lx.w
+    flat = (np.arange(c)[:, None, None] + c * (np.arange(h)[:, None] * w + np.arange(w))[None])
+    idx = np.ascontiguousarray(flat.reshape(x.type.shape).astype(np.int64))
+    out = np.asarray(get_kernel(op)(op, [idx])).reshape(ly.c, ly.h * ly.w)  # [C', pix']
+    table = out.T.reshape(-1)  # numbered pix' * C' + c'
+    if lx == ly and np.array_equal(table, np.arange(table.size)):
+        return None
+    return table
+
+
+def is_view(op: Op) -> bool:
+    """plan-buffers' `is_view` for this layout: a reshape/transpose/slice is a
+    view (its result shares its operand's bytes, the emitted copy is a no-op)
+    exactly when it moves no code; e.g. flattening a [1,C,H,W] tensor with
+    H*W > 1 re-packs channel-packed pixels into one row, a real copy that gets
+    its own buffer. Float ops (the tail after the output dequantize) hold no
+    arena bytes."""
+    if not (op.result.type.is_quantized and op.operands[0].type.is_quantized):
+        return True
+    return gather_table(op) is None
+
+
+def arena_bytes_of(v: Value) -> int:
+    """Arena bytes of an activation in the runtime's layout (float values: none,
+    they never live in the arena)."""
+    return 4 * tensor_layout(v.type).words if v.type.is_quantized else 0
+
+
+def arena_plan(graph: Graph) -> BufferPlan:
+    """The activation arena of a (supported) quantized graph: `plan_buffers` with
+    the runtime's sizes and views (offsets in bytes, 4-aligned)."""
+    return plan_buffers(graph, size_of=arena_bytes_of, is_view=is_view, alignment=4)
 
 
 def tensor_bits(bits: int) -> int:

@@ -1,4 +1,4 @@
-"""Memory layout of the C runtime: tensor descriptors, weight formats, the arena.
+"""Memory layout of the C runtime: tensor descriptors and weight formats.
 
 Activations (docs/semantics.md "Memory layout of the C runtime"): a tensor of
 shape [1, C, H, W] (or [1, K], viewed as C = K, H = W = 1) is stored as H*W
@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from micoc.errors import UnsupportedError
-from micoc.ir.graph import Graph, Op, Value
+from micoc.ir.graph import Op
 from micoc.ir.types import TensorType
 from micoc.numerics import container_bits, pack
 
@@ -131,51 +131,3 @@ def conv_scratch_words(op: Op, wpt: int) -> int:
     if x.cbits == 1:
         return 0
     return x.h * x.w * x.bits * (-(-x.c // 32))
-
-
-# ---------------------------------------------------------------------------
-# The arena
-# ---------------------------------------------------------------------------
-
-
-@dataclass
-class ArenaPlan:
-    offsets: dict[Value, int]  # in 32-bit words
-    words: int
-    lower_bound_words: int
-
-
-def plan_arena(graph: Graph, tensors: list[Value], sizes: dict[Value, int], keep: set[Value]) -> ArenaPlan:
-    """Offsets of the activation tensors in one static arena (first fit by liveness).
-
-    The one place that decides offsets: when the plan-buffers pass lands,
-    this reads its side table instead.
-    """
-    index = {op.result: i for i, op in enumerate(graph.ops)}
-    last: dict[Value, int] = {v: index.get(v, -1) for v in tensors}
-    for i, op in enumerate(graph.ops):
-        for v in op.operands:
-            if v in last:
-                last[v] = max(last[v], i)
-    end = len(graph.ops)
-    for v in keep:
-        last[v] = end
-    placed: list[tuple[int, int, int, int]] = []  # (start, stop, offset, size)
-    offsets: dict[Value, int] = {}
-    total = 0
-    for v in sorted(tensors, key=lambda t: index.get(t, -1)):
-        start, stop, size = index.get(v, -1), last[v], sizes[v]
-        live = sorted((o, o + s) for (b, e, o, s) in placed if not (e < start or stop < b))
-        off = 0
-        for lo, hi in live:
-            if off + size <= lo:
-                break
-            off = max(off, hi)
-        offsets[v] = off
-        placed.append((start, stop, off, size))
-        total = max(total, off + size)
-    # lower bound: the most words live at any one op
-    bound = 0
-    for i in range(-1, end + 1):
-        bound = max(bound, sum(s for (b, e, _, s) in placed if b <= i <= e))
-    return ArenaPlan(offsets, total, bound)
