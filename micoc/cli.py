@@ -278,16 +278,20 @@ def _cost_echo_table(header: list[str], rows: list[list[str]], right: set[int]) 
 
 @cli.command()
 @click.argument("model", type=click.Path(path_type=Path))
-@click.option("--target", required=True, type=click.Choice(["vexii", "bitfusion", "bops"]),
-              help="Cost model: vexii (fitted proxies), bitfusion (exact model), bops (baseline).")
+@click.option("--target", required=True, type=click.Choice(["vexii", "bitfusion", "bops", "host", "rv32"]),
+              help="Cost model: vexii (fitted proxies), bitfusion (exact model), bops (baseline), "
+                   "host / rv32 (micoc's runtime kernels, proxies from `micoc profile run`).")
 @click.option("--config", default=None, help="vexii CPU configuration: small, high (default) or cacheless.")
 @click.option("--bits", default=None, metavar="wWaA", help="Bits of every layer not in --scheme, e.g. w4a8 (default w8a8).")
 @click.option("--scheme", "scheme_path", type=click.Path(path_type=Path), default=None,
               help='JSON scheme {layer: {"w": bits, "a": bits}}.')
 @click.option("--batch", type=int, default=None, help="bitfusion: batch size (default: the model's, 1).")
+@click.option("--params", "params_path", type=click.Path(path_type=Path), default=None,
+              help="host/rv32: directory of bundles from `micoc profile run` (default: shipped for rv32, "
+                   "$MICOC_PARAMS_DIR or ~/.config/micoc/params for host).")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of a table.")
 def estimate(model: Path, target: str, config: str | None, bits: str | None, scheme_path: Path | None,
-             batch: int | None, as_json: bool) -> None:
+             batch: int | None, params_path: Path | None, as_json: bool) -> None:
     """Per-layer cost table of MODEL (.onnx or .mir) at a bit scheme on a target."""
     import json
 
@@ -297,9 +301,11 @@ def estimate(model: Path, target: str, config: str | None, bits: str | None, sch
 
     if batch is not None and target != "bitfusion":
         raise click.UsageError("--batch applies to --target bitfusion only")
+    if params_path is not None and target not in ("host", "rv32"):
+        raise click.UsageError("--params applies to --target host or rv32 only")
     default, scheme = _cost_bits_and_scheme(bits, scheme_path)
     graph = load_model(model)
-    cost = make_model(target, graph, config, batch=batch)
+    cost = make_model(target, graph, config, batch=batch, params=params_path)
     try:
         est = cost.estimate(scheme, default)
     except InputError as e:
@@ -334,47 +340,92 @@ def profile() -> None:
 
 
 @profile.command("fit")
-@click.option("--target", required=True, type=click.Choice(["vexii"]), help="Target whose proxies to fit.")
-@click.option("--config", default="high", show_default=True, help="Configuration recorded in the bundle.")
+@click.option("--target", required=True, type=click.Choice(["vexii", "host", "rv32"]),
+              help="Target whose proxies to fit.")
+@click.option("--config", default=None, help="vexii: configuration recorded in the bundle (default high).")
 @click.option("--kind", required=True, type=click.Choice(["matmul", "linear", "conv2d", "pool"]),
               help="Kind of kernel the CSVs time.")
 @click.option("--csv", "csv_paths", required=True, multiple=True, type=click.Path(path_type=Path),
               help="Profile CSV (repeat for several files of one kind).")
 @click.option("-o", "--output", type=click.Path(path_type=Path), default=None,
               help="Write the parameter bundle here (default: print it).")
-def profile_fit(target: str, config: str, kind: str, csv_paths: tuple[Path, ...], output: Path | None) -> None:
-    """Fit every latency proxy (bops, cbops, cbops+shape) to profile CSVs."""
+def profile_fit(target: str, config: str | None, kind: str, csv_paths: tuple[Path, ...],
+                output: Path | None) -> None:
+    """Fit the target's latency proxies (vexii: cbops+shape, bops, cbops; host/rv32: micoc-rt too) to CSVs."""
     import tempfile
 
     from micoc.cost.profiles import read_profiles
-    from micoc.cost.proxies import PROXIES, fit_proxy, save_bundle
+    from micoc.cost.proxies import TARGET_PROXIES, fit_proxy, save_bundle
 
+    if target == "vexii":
+        config = config or "high"
+    elif config is not None:
+        raise click.UsageError(f"target {target} has no configurations")
     prof = read_profiles(list(csv_paths), kind)
-    fitted = [fit_proxy(kind, name, list(csv_paths), profile=prof) for name in PROXIES]
+    fitted = [fit_proxy(kind, name, list(csv_paths), profile=prof) for name in TARGET_PROXIES[target]]
     for fp in fitted:
         m = fp.provenance["fit_metrics"]
         click.echo(f"{fp.name:<12} {len(prof)} rows  in-sample R^2 {m['r2']:.4f}  MAPE {m['mape']:.2f}%  "
                    f"Spearman {m['spearman']:.4f}", err=True)
     if output is not None:
-        save_bundle(output, fitted, target=target, config=config)
+        save_bundle(output, fitted, default=fitted[0].name, target=target, config=config)
         click.echo(f"wrote {output}", err=True)
         return
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "params.json"
-        save_bundle(path, fitted, target=target, config=config)
+        save_bundle(path, fitted, default=fitted[0].name, target=target, config=config)
         click.echo(path.read_text(encoding="utf-8"), nl=False)
 
 
+@profile.command("run")
+@click.option("--target", required=True, type=click.Choice(["host", "rv32"]),
+              help="host: wall time (ns, median of --repeats); rv32: exact instructions under QEMU.")
+@click.option("--kind", default="all", show_default=True, type=click.Choice(["linear", "conv2d", "all"]),
+              help="Which layers to profile.")
+@click.option("--grid", default="small", show_default=True, type=click.Choice(["tiny", "small", "full"]),
+              help="Layer shapes (x 16 bit pairs in {1,2,4,8}^2).")
+@click.option("--repeats", type=int, default=31, show_default=True, help="host: runs per layer (the median is kept).")
+@click.option("--params-out", type=click.Path(path_type=Path), default=None,
+              help="Directory for the fitted bundles <target>_<kind>.json (default: OUTPUT/params).")
+@click.option("-o", "--output", required=True, type=click.Path(path_type=Path), help="Directory for the CSVs.")
+def profile_run(target: str, kind: str, grid: str, repeats: int, params_out: Path | None, output: Path) -> None:
+    """Profile micoc's own runtime kernels on TARGET, write profile CSVs and fit the target's proxies."""
+    import shlex
+    import sys
+
+    from micoc.cost.profile_run import check_kinds, default_params_dir
+    from micoc.cost.profile_run import profile_run as run
+
+    cmd = "micoc " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    res = run(target, output, kinds=check_kinds(kind), grid=grid, repeats=repeats, params_out=params_out,
+              command=cmd, log=lambda m: click.echo(m, err=True))
+    for k in res.csvs:
+        m = res.fit_metrics[k]
+        best = next(iter(m))
+        click.echo(f"{k}: {res.rows[k]} rows -> {res.csvs[k]}; {best} in-sample R^2 {m[best]['r2']:.4f} "
+                   f"MAPE {m[best]['mape']:.2f}% Spearman {m[best]['spearman']:.4f} -> {res.params[k]}")
+    click.echo(f"{target} profile in {res.seconds:.0f} s")
+    pdir = next(iter(res.params.values())).parent
+    if target == "host":
+        click.echo(f"use: micoc estimate MODEL --target host --params {pdir} "
+                   f"(or copy the bundles to {default_params_dir()})")
+    else:
+        click.echo(f"use: micoc estimate MODEL --target rv32 --params {pdir} (default: the shipped rv32 bundles)")
+
+
 @profile.command("check")
-@click.option("--target", required=True, type=click.Choice(["vexii", "bitfusion"]), help="Cost model to check.")
+@click.option("--target", required=True, type=click.Choice(["vexii", "bitfusion", "host", "rv32"]),
+              help="Cost model to check.")
 @click.option("--config", default=None, help="vexii CPU configuration (default high).")
 @click.option("--kind", required=True, type=click.Choice(["matmul", "linear", "conv2d", "pool"]),
               help="Kind of kernel the CSVs time (bitfusion: matmul or conv2d).")
 @click.option("--csv", "csv_paths", required=True, multiple=True, type=click.Path(path_type=Path),
               help="Profile CSV (repeat for several files of one kind).")
-@click.option("--proxy", default=None, help="vexii: which proxy (bops, cbops, cbops+shape; default cbops+shape).")
+@click.option("--proxy", default=None,
+              help="Which proxy (bops, cbops, cbops+shape, micoc-rt; default cbops+shape, host/rv32 micoc-rt).")
 @click.option("--params", "params_path", type=click.Path(path_type=Path), default=None,
-              help="vexii: a bundle from `profile fit` instead of the shipped parameters.")
+              help="A bundle from `profile fit` (host/rv32: or a `profile run` params directory) "
+                   "instead of the shipped or user parameters.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 def profile_check(target: str, config: str | None, kind: str, csv_paths: tuple[Path, ...], proxy: str | None,
                   params_path: Path | None, as_json: bool) -> None:

@@ -54,6 +54,20 @@ Targets (`make_model(target, graph, ...)`):
     pooling and element-wise ops run elsewhere (host or a vector unit)
     and are not part of the accelerator model.
 
+``host`` and ``rv32``
+    micoc's own C runtime kernels, priced by a proxy fitted on profiles of
+    those kernels (`micoc profile run`, micoc.cost.profile_run): host in ns
+    of wall time, rv32 in exact retired RV32IM instructions under QEMU.
+    The default proxy is ``micoc-rt`` (counts of what the patch and
+    bit-serial kernels execute, proxies.RuntimeProxy). Parameters: rv32's
+    ship in cost/params/ (instruction counts are deterministic); host's are
+    machine-specific: ``params`` (a directory of ``host_<kind>.json``
+    bundles or one bundle file), else $MICOC_PARAMS_DIR, else
+    ~/.config/micoc/params. Layers are mapped as for vexii (padding into the
+    input, groups as separate calls, non-square as the im2col 1x1 conv);
+    the runtime's kernel choice (patch or bit-serial) is decided from the
+    real geometry. Non-GEMM ops are priced 0 (they depend little on bits).
+
 ``bops``
     The baseline: "cycles" are BOPs (MACs*wbits*abits) and the unit says so.
 """
@@ -90,7 +104,15 @@ from micoc.cost.profiles import (
     pool_features,
     read_profiles,
 )
-from micoc.cost.proxies import DEFAULT_PROXY, FittedProxy, load_bundle, shipped_proxy
+from micoc.cost.proxies import (
+    DEFAULT_PROXY,
+    PARAMS_DIR,
+    TARGET_PROXIES,
+    FittedProxy,
+    load_bundle,
+    runtime_uses_planes,
+    shipped_proxy,
+)
 from micoc.errors import InputError, UsageError
 from micoc.ir.graph import Graph
 
@@ -102,12 +124,16 @@ __all__ = [
     "Estimate",
     "LatencyModel",
     "OpEstimate",
+    "RUNTIME_TARGETS",
+    "RuntimeLatency",
     "VexiiLatency",
     "check_profile",
     "make_model",
 ]
 
-TARGETS: tuple[str, ...] = ("vexii", "bitfusion", "bops")
+TARGETS: tuple[str, ...] = ("vexii", "bitfusion", "bops", "host", "rv32")
+RUNTIME_TARGETS: tuple[str, ...] = ("host", "rv32")  # micoc's C runtime, proxies from `micoc profile run`
+RUNTIME_UNITS = {"host": "ns", "rv32": "instructions"}
 VEXII_CONFIGS: tuple[str, ...] = ("small", "high", "cacheless")
 DEFAULT_VEXII_CONFIG = "high"
 
@@ -409,6 +435,83 @@ class VexiiLatency(_TableModel):
 
 
 # ---------------------------------------------------------------------------
+# host / rv32: micoc's own runtime kernels
+
+
+def runtime_bundle_path(target: str, kind: str, params: str | Path | None = None) -> Path:
+    """The parameter bundle of a runtime target and kind (see the module docstring)."""
+    if params is not None:
+        p = Path(params)
+        return p / f"{target}_{kind}.json" if p.is_dir() else p
+    if target == "rv32":
+        return PARAMS_DIR / f"{target}_{kind}.json"
+    from micoc.cost.profile_run import default_params_dir
+
+    return default_params_dir() / f"{target}_{kind}.json"
+
+
+def load_runtime_proxy(target: str, kind: str, params: str | Path | None = None,
+                       proxy: str | None = None) -> FittedProxy:
+    """The fitted proxy `proxy` (default: the target's) for one kind of layer."""
+    path = runtime_bundle_path(target, kind, params)
+    if not path.is_file():
+        hint = (f"run `micoc profile run --target {target} -o DIR` and pass --params DIR/params"
+                + (" (or copy its bundles there)" if params is None else ""))
+        raise InputError(f"no {target} latency parameters for {kind} layers at {path}: {hint}")
+    bundle = load_bundle(path)
+    name = proxy or TARGET_PROXIES[target][0]
+    if name not in bundle:
+        raise InputError(f"no {name!r} proxy in the bundle; have {', '.join(bundle)}", where=str(path))
+    fitted = bundle[name]
+    if fitted.kind != kind:
+        raise InputError(f"the bundle was fitted on {fitted.kind} profiles, not {kind}", where=str(path))
+    return fitted
+
+
+@dataclass(eq=False)
+class RuntimeLatency(_TableModel):
+    """micoc's C runtime on the host (ns) or rv32 (instructions), via fitted proxies."""
+
+    runtime_target: str = "rv32"
+    proxy: str | None = None
+    params: str | Path | None = None  # a directory of <target>_<kind>.json bundles, or one bundle
+
+    def __post_init__(self) -> None:
+        if self.runtime_target not in RUNTIME_TARGETS:
+            raise InputError(f"no runtime cost model for target {self.runtime_target!r}")
+        self._proxies: dict[str, FittedProxy] = {}
+        super().__post_init__()
+        self.target, self.unit = self.runtime_target, RUNTIME_UNITS[self.runtime_target]
+        self.layer_cycles_table()
+
+    def _fitted(self, kind: str) -> FittedProxy:
+        if kind not in self._proxies:
+            self._proxies[kind] = load_runtime_proxy(self.runtime_target, kind, self.params, self.proxy)
+        return self._proxies[kind]
+
+    def _layer_cost(self, info: LayerInfo, wbits: np.ndarray, abits: np.ndarray) -> np.ndarray:
+        w = np.asarray(wbits, dtype=np.float64)
+        a = np.asarray(abits, dtype=np.float64)
+        g = info.geometry
+        if isinstance(g, ConvGeometry):
+            c, k = g.c // g.groups, g.k // g.groups
+            taps = g.kh * g.kw
+            planes = runtime_uses_planes(np.full_like(a, c), np.full_like(a, taps), a, w) * (g.groups == 1)
+            if g.kh == g.kw and g.stride[0] == g.stride[1] and g.dilation == (1, 1):
+                f = conv2d_features(g.padded_h, g.padded_w, c, k, g.kh, g.stride[0], a, w)
+            else:  # the im2col matmul as a 1x1 conv
+                f = conv2d_features(g.oh, g.ow, c * taps, k, 1, 1, a, w)
+            calls = g.n * g.groups
+        else:
+            assert isinstance(g, GemmGeometry)
+            planes = runtime_uses_planes(np.full_like(a, g.k), np.ones_like(a), a, w)
+            f = matmul_features(g.n, g.m, g.k, a, w, kind="linear")
+            calls = g.count
+        f = LayerFeatures(f.kind, {**f.values, "planes": planes})
+        return calls * np.maximum(self._fitted(f.kind).predict(f), 0.0)
+
+
+# ---------------------------------------------------------------------------
 # bitfusion
 
 
@@ -470,18 +573,24 @@ def make_model(
     config: str | None = None,
     *,
     batch: int | None = None,
-    proxy: str = DEFAULT_PROXY,
+    proxy: str | None = None,
     gemm_kind: str = "layer",
+    params: str | Path | None = None,
 ) -> _TableModel:
-    """The latency model of `graph` on `target` (vexii, bitfusion, bops).
+    """The latency model of `graph` on `target` (vexii, bitfusion, bops, host, rv32).
 
     `config` is the vexii CPU configuration (default high); `batch` applies to
-    bitfusion only.
+    bitfusion only; `params` (host, rv32) is a directory of fitted bundles
+    from `micoc profile run` or one bundle file (default: shipped for rv32,
+    the user's parameter directory for host).
     """
     if target == "vexii":
-        return VexiiLatency(graph, config or DEFAULT_VEXII_CONFIG, proxy=proxy, gemm_kind=gemm_kind)
+        return VexiiLatency(graph, config or DEFAULT_VEXII_CONFIG, proxy=proxy or DEFAULT_PROXY,
+                            gemm_kind=gemm_kind)
     if config is not None:
         raise InputError(f"target {target!r} has no configurations (got --config {config})")
+    if target in RUNTIME_TARGETS:
+        return RuntimeLatency(graph, runtime_target=target, proxy=proxy, params=params)
     if target == "bitfusion":
         return BitFusionLatency(graph, batch=batch)
     if target == "bops":
@@ -541,4 +650,13 @@ def check_profile(
             except InputError as e:
                 raise InputError(e.message, where=prof.where(i)) from None
         return pred, prof, "bitfusion exact model"
+    if target in RUNTIME_TARGETS:
+        if config is not None:
+            raise UsageError(f"target {target!r} has no configurations")
+        if kind not in ("linear", "conv2d"):
+            raise UsageError(f"{target} profiles are linear or conv2d, not {kind}")
+        fitted = load_runtime_proxy(target, kind, params, proxy)
+        prof = read_profiles(list(csv_paths), kind)
+        label = f"{target} {fitted.name} ({runtime_bundle_path(target, kind, params).name})"
+        return fitted.predict(prof.features), prof, label
     raise UsageError(f"no profiles to check for target {target!r}")

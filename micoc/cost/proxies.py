@@ -44,14 +44,17 @@ __all__ = [
     "DEFAULT_PROXY",
     "PARAMS_DIR",
     "PROXIES",
+    "TARGET_PROXIES",
     "CVResult",
     "FittedProxy",
     "Proxy",
+    "RuntimeProxy",
     "cross_validate",
     "fit_proxy",
     "get_proxy",
     "group_folds",
     "load_bundle",
+    "runtime_uses_planes",
     "save_bundle",
     "shipped_params_path",
     "shipped_proxy",
@@ -348,8 +351,75 @@ class CbopsShapeProxy(LinearCountProxy):
         return cols
 
 
+def runtime_uses_planes(cin: np.ndarray, taps: np.ndarray, a: np.ndarray, w: np.ndarray) -> np.ndarray:
+    """1.0 where micoc's C runtime runs a conv/linear bit-serial, else 0.0 (the patch kernel).
+
+    The same rule as micoc.targets.c.layout.use_planes (groups == 1 assumed;
+    callers with groups > 1 pass a ``planes`` feature of 0 instead).
+    """
+    return (((cin >= 16) & (a * w <= 2)) | ((cin >= 32) & (a == 2) & (w == 2) & (taps * cin >= 128))).astype(
+        np.float64
+    )
+
+
+class RuntimeProxy(LinearCountProxy):
+    """What micoc's own C kernels (micoc/runtime/mico_rt.c) execute, for the host and rv32 targets.
+
+    A conv/linear layer runs one of two kernels (`runtime_uses_planes`):
+    the patch kernel (per output pixel: unpack the input patch once, then one
+    unrolled dot product per output channel over the packed weight row, whose
+    cost per element depends on the weight container) or the bit-serial kernel
+    (input split into bit-planes once, then per output and tap a*w AND+popcount
+    sweeps over ceil(cin/32) words). Plus per-output requantization. A linear
+    layer is the 1x1 conv of a 1x1 image (C = K inputs, K = M outputs, N rows).
+    """
+
+    name = "micoc-rt"
+    description = (
+        "NNLS on the counts of micoc's C runtime kernels (patch: unpacked inputs, "
+        "weight elements per container; bit-serial: popcount words, planes; outputs)"
+    )
+
+    def columns(self, f: LayerFeatures, hyper: Mapping[str, Any]) -> dict[str, np.ndarray]:
+        one = np.ones(len(f))
+        if f.kind == "pool":
+            return {"out_elems": f["out_elems"], "window_elems": f["window_elems"], "intercept": one}
+        if f.kind == "conv2d":
+            pix, taps, cin, cout = f["OH"] * f["OW"], f["KS"] * f["KS"], f["C"], f["K"]
+            in_elems = f["H"] * f["W"] * f["C"]
+        else:
+            pix, taps, cin, cout = f["N"], one, f["K"], f["M"]
+            in_elems = f["N"] * f["K"]
+        a, w = f["QA"], f["QW"]
+        qa, qw = _bucket(a), _bucket(w)
+        planes = f["planes"] if "planes" in f else runtime_uses_planes(cin, taps, a, w)
+        patch = 1.0 - planes
+        cap = np.ceil(taps * cin * qw / 32.0) * (32.0 / qw)  # a packed weight row, in elements
+        ppw = np.ceil(cin / 32.0)  # words per bit-plane of one pixel
+        pairs = a * w + (w == 1) * a  # popcount sweeps per tap (binary weights add a correction)
+        cols: dict[str, np.ndarray] = {}
+        for b in BIT_WIDTHS:
+            cols[f"patch_w_elems.w{b}"] = patch * pix * cout * cap * (qw == b)
+        for b in BIT_WIDTHS:
+            cols[f"patch_unpack.a{b}"] = patch * pix * taps * cin * (qa == b)
+        cols["patch_taps"] = patch * pix * taps
+        cols["planes_words"] = planes * pix * cout * taps * ppw * pairs
+        cols["planes_taps"] = planes * pix * cout * taps
+        cols["planes_split"] = planes * in_elems * (qa != 1) * (a + 1)
+        cols["outputs"] = pix * cout
+        cols["pixels"] = pix
+        cols["intercept"] = one
+        return cols
+
+
 PROXIES: dict[str, type[LinearCountProxy]] = {
-    p.name: p for p in (BopsProxy, CbopsProxy, CbopsShapeProxy)
+    p.name: p for p in (BopsProxy, CbopsProxy, CbopsShapeProxy, RuntimeProxy)
+}
+# The proxies fitted (and shipped) per target; the first listed is the default.
+TARGET_PROXIES: dict[str, tuple[str, ...]] = {
+    "vexii": ("cbops+shape", "bops", "cbops"),
+    "host": ("micoc-rt", "bops", "cbops", "cbops+shape"),
+    "rv32": ("micoc-rt", "bops", "cbops", "cbops+shape"),
 }
 
 
@@ -474,16 +544,18 @@ def cross_validate(profile: Profile, name: str, folds: int = 5) -> CVResult:
     return CVResult(name, profile.kind, pred, profile.time, k, metrics.summary(pred, profile.time))
 
 
-def save_bundle(path: str | Path, proxies: Sequence[FittedProxy], **meta: Any) -> None:
+def save_bundle(path: str | Path, proxies: Sequence[FittedProxy], default: str | None = None, **meta: Any) -> None:
     """Write several fitted proxies of one kind to one JSON file (the shipped format)."""
     kinds = {p.kind for p in proxies}
     if len(kinds) != 1:
         raise ValueError(f"a bundle holds one kind of profile, got {sorted(kinds)}")
+    if default is None:
+        default = DEFAULT_PROXY if any(p.name == DEFAULT_PROXY for p in proxies) else proxies[0].name
     doc = {
         "format": BUNDLE_FORMAT,
         **meta,
         "kind": kinds.pop(),
-        "default": DEFAULT_PROXY if any(p.name == DEFAULT_PROXY for p in proxies) else proxies[0].name,
+        "default": default,
         "proxies": [p.to_dict() for p in proxies],
     }
     Path(path).write_text(json.dumps(doc, indent=2) + "\n", encoding="utf-8")
@@ -507,13 +579,14 @@ def load_bundle(path: str | Path) -> dict[str, FittedProxy]:
     return out
 
 
-def shipped_params_path(config: str, kind: str, target: str = "vexii") -> Path:
-    """Where the shipped parameters of a target configuration and kind live."""
-    return PARAMS_DIR / f"{target}_{config}_{kind}.json"
+def shipped_params_path(config: str | None, kind: str, target: str = "vexii") -> Path:
+    """Where the shipped parameters of a target configuration and kind live
+    (``<target>_<config>_<kind>.json``; ``<target>_<kind>.json`` for a target without configurations)."""
+    return PARAMS_DIR / (f"{target}_{kind}.json" if config is None else f"{target}_{config}_{kind}.json")
 
 
 def shipped_proxy(
-    config: str, kind: str, name: str = DEFAULT_PROXY, target: str = "vexii"
+    config: str | None, kind: str, name: str = DEFAULT_PROXY, target: str = "vexii"
 ) -> FittedProxy:
     """The shipped fitted proxy, e.g. shipped_proxy("high", "conv2d")."""
     bundle = load_bundle(shipped_params_path(config, kind, target))
