@@ -64,9 +64,8 @@ Targets (`make_model(target, graph, ...)`):
     machine-specific: ``params`` (a directory of ``host_<kind>.json``
     bundles or one bundle file), else $MICOC_PARAMS_DIR, else
     ~/.config/micoc/params. Layers are mapped as for vexii (padding into the
-    input, groups as separate calls, non-square as the im2col 1x1 conv);
-    the runtime's kernel choice (patch or bit-serial) is decided from the
-    real geometry. Non-GEMM ops are priced 0 (they depend little on bits).
+    input, groups as separate calls, non-square as the im2col 1x1 conv).
+    Non-GEMM ops are priced 0 (they depend little on bits).
 
 ``bops``
     The baseline: "cycles" are BOPs (MACs*wbits*abits) and the unit says so.
@@ -110,7 +109,6 @@ from micoc.cost.proxies import (
     TARGET_PROXIES,
     FittedProxy,
     load_bundle,
-    runtime_uses_planes,
     shipped_proxy,
 )
 from micoc.errors import InputError, UsageError
@@ -495,19 +493,15 @@ class RuntimeLatency(_TableModel):
         g = info.geometry
         if isinstance(g, ConvGeometry):
             c, k = g.c // g.groups, g.k // g.groups
-            taps = g.kh * g.kw
-            planes = runtime_uses_planes(np.full_like(a, c), np.full_like(a, taps), a, w) * (g.groups == 1)
             if g.kh == g.kw and g.stride[0] == g.stride[1] and g.dilation == (1, 1):
                 f = conv2d_features(g.padded_h, g.padded_w, c, k, g.kh, g.stride[0], a, w)
             else:  # the im2col matmul as a 1x1 conv
-                f = conv2d_features(g.oh, g.ow, c * taps, k, 1, 1, a, w)
+                f = conv2d_features(g.oh, g.ow, c * g.kh * g.kw, k, 1, 1, a, w)
             calls = g.n * g.groups
         else:
             assert isinstance(g, GemmGeometry)
-            planes = runtime_uses_planes(np.full_like(a, g.k), np.ones_like(a), a, w)
             f = matmul_features(g.n, g.m, g.k, a, w, kind="linear")
             calls = g.count
-        f = LayerFeatures(f.kind, {**f.values, "planes": planes})
         return calls * np.maximum(self._fitted(f.kind).predict(f), 0.0)
 
 

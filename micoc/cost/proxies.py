@@ -36,7 +36,14 @@ import numpy as np
 from scipy.optimize import nnls
 
 from micoc.cost import metrics
-from micoc.cost.profiles import BIT_WIDTHS, KINDS, LayerFeatures, Profile, read_profiles
+from micoc.cost.profiles import (
+    BIT_WIDTHS,
+    KINDS,
+    SIMD_WORD_BITS,
+    LayerFeatures,
+    Profile,
+    read_profiles,
+)
 from micoc.errors import InputError
 
 __all__ = [
@@ -54,7 +61,6 @@ __all__ = [
     "get_proxy",
     "group_folds",
     "load_bundle",
-    "runtime_uses_planes",
     "save_bundle",
     "shipped_params_path",
     "shipped_proxy",
@@ -351,33 +357,25 @@ class CbopsShapeProxy(LinearCountProxy):
         return cols
 
 
-def runtime_uses_planes(cin: np.ndarray, taps: np.ndarray, a: np.ndarray, w: np.ndarray) -> np.ndarray:
-    """1.0 where micoc's C runtime runs a conv/linear bit-serial, else 0.0 (the patch kernel).
-
-    The same rule as micoc.targets.c.layout.use_planes (groups == 1 assumed;
-    callers with groups > 1 pass a ``planes`` feature of 0 instead).
-    """
-    return (((cin >= 16) & (a * w <= 2)) | ((cin >= 32) & (a == 2) & (w == 2) & (taps * cin >= 128))).astype(
-        np.float64
-    )
-
-
 class RuntimeProxy(LinearCountProxy):
     """What micoc's own C kernels (micoc/runtime/mico_rt.c) execute, for the host and rv32 targets.
 
-    A conv/linear layer runs one of two kernels (`runtime_uses_planes`):
-    the patch kernel (per output pixel: unpack the input patch once, then one
-    unrolled dot product per output channel over the packed weight row, whose
-    cost per element depends on the weight container) or the bit-serial kernel
-    (input split into bit-planes once, then per output and tap a*w AND+popcount
-    sweeps over ceil(cin/32) words). Plus per-output requantization. A linear
+    The runtime picks a kernel per layer by its bit pair (bit-serial AND +
+    popcount over bit-planes for narrow pairs, unpack-and-multiply patch
+    kernels per weight container otherwise), so the work per MAC gets one
+    coefficient per (weight, activation) container pair; the rest is
+    bit-pair-independent bookkeeping: unpacking (or splitting into planes)
+    the input patch of every output pixel per activation container, one
+    reduction block of 32 per output, the requantized outputs, taps,
+    pixels and the input. The kernel-choice rule itself is not encoded,
+    so the proxy survives a change of thresholds when refitted. A linear
     layer is the 1x1 conv of a 1x1 image (C = K inputs, K = M outputs, N rows).
     """
 
     name = "micoc-rt"
     description = (
-        "NNLS on the counts of micoc's C runtime kernels (patch: unpacked inputs, "
-        "weight elements per container; bit-serial: popcount words, planes; outputs)"
+        "NNLS on micoc's C runtime kernel counts: MACs per (weight, activation) container pair, "
+        "unpacked patch elements per activation container, 32-blocks, outputs, taps, pixels, input"
     )
 
     def columns(self, f: LayerFeatures, hyper: Mapping[str, Any]) -> dict[str, np.ndarray]:
@@ -390,27 +388,22 @@ class RuntimeProxy(LinearCountProxy):
         else:
             pix, taps, cin, cout = f["N"], one, f["K"], f["M"]
             in_elems = f["N"] * f["K"]
-        a, w = f["QA"], f["QW"]
-        qa, qw = _bucket(a), _bucket(w)
-        planes = f["planes"] if "planes" in f else runtime_uses_planes(cin, taps, a, w)
-        patch = 1.0 - planes
-        cap = np.ceil(taps * cin * qw / 32.0) * (32.0 / qw)  # a packed weight row, in elements
-        ppw = np.ceil(cin / 32.0)  # words per bit-plane of one pixel
-        pairs = a * w + (w == 1) * a  # popcount sweeps per tap (binary weights add a correction)
+        qa, qw = _bucket(f["QA"]), _bucket(f["QW"])
+        red = taps * cin
+        macs = pix * cout * red
         cols: dict[str, np.ndarray] = {}
-        for b in BIT_WIDTHS:
-            cols[f"patch_w_elems.w{b}"] = patch * pix * cout * cap * (qw == b)
-        for b in BIT_WIDTHS:
-            cols[f"patch_unpack.a{b}"] = patch * pix * taps * cin * (qa == b)
-        cols["patch_taps"] = patch * pix * taps
-        cols["planes_words"] = planes * pix * cout * taps * ppw * pairs
-        cols["planes_taps"] = planes * pix * cout * taps
-        cols["planes_split"] = planes * in_elems * (qa != 1) * (a + 1)
+        for w in BIT_WIDTHS:
+            for a in BIT_WIDTHS:
+                cols[f"macs.w{w}a{a}"] = macs * ((qw == w) & (qa == a))
+        for a in BIT_WIDTHS:
+            cols[f"patch_elems.a{a}"] = pix * red * (qa == a)
+        cols["blocks"] = pix * cout * np.ceil(red / SIMD_WORD_BITS)
         cols["outputs"] = pix * cout
+        cols["taps"] = pix * taps
         cols["pixels"] = pix
+        cols["in_elems"] = in_elems
         cols["intercept"] = one
         return cols
-
 
 PROXIES: dict[str, type[LinearCountProxy]] = {
     p.name: p for p in (BopsProxy, CbopsProxy, CbopsShapeProxy, RuntimeProxy)
