@@ -1,18 +1,26 @@
 """Regret of the mixed-precision searchers (issue 6, Setting A).
 
-LeNet-5 / MNIST (3000 train / 1000 validation / 1000 test), qtypes 2..8,
-PTQ (torch executor = the deployed integer numerics), BOPs <= 0.3 of INT8,
-32 evaluations per search. Regret = validation accuracy of the best of 2000
-random feasible schemes (the oracle, computed once) minus the searcher's
-best validation accuracy. Run: `python bench/search_regret.py [--seeds N]`.
+Two problems: LeNet-5 / MNIST (3000 train / 1000 validation / 1000 test) and
+ResNet-8 / Fashion-MNIST (trained as in bench/ptq_accuracy.py, cached under
+CACHE; 3000 train / 1000 validation / 1000 test images taken from the
+official train and test sets). qtypes 2..8, PTQ (torch executor = the
+deployed integer numerics), BOPs <= 0.3 of INT8, 32 evaluations per search.
+Regret = validation accuracy of the best of 2000 random feasible schemes (the
+oracle, computed once) minus the searcher's best validation accuracy.
+Evaluations are deterministic, so every score is cached per scheme (and on
+disk, per model) and shared by the oracle and all searches.
+
+    python bench/search_regret.py [--models lenet5,resnet8] [--seeds N] [--write]
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -21,11 +29,10 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.record import machine, write_section  # noqa: E402
-from examples.data import mnist  # noqa: E402
 from micoc.frontends.onnx import import_onnx  # noqa: E402
 from micoc.passes import PassManager  # noqa: E402
 from micoc.search.constraints import constraints_from_text  # noqa: E402
-from micoc.search.engine import run_search  # noqa: E402
+from micoc.search.engine import model_hash, run_search  # noqa: E402
 from micoc.search.evaluators import EvalData, EvalSettings, Evaluator  # noqa: E402
 from micoc.search.space import SearchSpace  # noqa: E402
 
@@ -33,17 +40,98 @@ ROOT = Path(__file__).resolve().parents[1]
 CACHE = Path("/tmp/micoc_search_bench")
 N_ORACLE = 2000
 EVALS = 32
+SEARCHERS = ["mico", "random", "greedy", "uniform"]
 
 
-def setup():  # type: ignore[no-untyped-def]
-    torch.set_num_threads(1)
-    g = import_onnx(ROOT / "examples" / "lenet5.onnx")
+@dataclass
+class Problem:
+    key: str
+    title: str
+    data_text: str
+
+
+PROBLEMS = {
+    "lenet5": Problem("lenet5", "LeNet-5 / MNIST",
+                      "LeNet-5 (`examples/lenet5.onnx`, 5 layers) on MNIST: 3000 train / 1000 validation / "
+                      "1000 test images (`examples.data.mnist`)"),
+    "resnet8": Problem("resnet8", "ResNet-8 / Fashion-MNIST",
+                       "ResNet-8 (`examples.models` \"resnet8\", 10 quantizable layers incl. the two 1x1 "
+                       "downsample convs) trained as in `bench/ptq_accuracy.py` (first 6000 Fashion-MNIST "
+                       "training images, 3 epochs, seed 0); search data: train = the first 3000 training "
+                       "images, validation = 1000 held-out training images (50000..50999, never trained "
+                       "on), test = the first 1000 official test images"),
+}
+
+
+class CachedEvaluator(Evaluator):
+    """Scores are deterministic: each (scheme, split) is computed once per model and
+    kept in `path` (JSON lines), shared by the oracle and every search."""
+
+    def __init__(self, *args, path: Path, **kwargs) -> None:  # type: ignore[no-untyped-def]
+        super().__init__(*args, **kwargs)
+        self.path = path
+        self.cache: dict[tuple[str, bytes], float] = {}
+        self.eval_seconds: list[float] = []
+        if path.exists():
+            for line in path.read_text().splitlines():
+                try:
+                    r = json.loads(line)
+                except json.JSONDecodeError:  # torn last line
+                    break
+                self.cache[(r["split"], self.space.key(np.array(r["scheme"])))] = r["score"]
+
+    def __getstate__(self):  # type: ignore[no-untyped-def]
+        raise TypeError("the bench evaluator runs in-process only")
+
+    def score(self, scheme: np.ndarray, split: str) -> float:
+        k = (split, self.space.key(scheme))
+        if k not in self.cache:
+            t0 = time.perf_counter()
+            self.cache[k] = super().score(scheme, split)
+            self.eval_seconds.append(time.perf_counter() - t0)
+            with self.path.open("a") as f:
+                f.write(json.dumps({"split": split, "scheme": np.asarray(scheme).tolist(),
+                                    "score": self.cache[k]}) + "\n")
+        return self.cache[k]
+
+
+def load_problem(key: str):  # type: ignore[no-untyped-def]
+    """(graph, space, constraints, data) of one benchmark problem."""
+    from examples import data as D
+
+    if key == "lenet5":
+        path = ROOT / "examples" / "lenet5.onnx"
+        (xv, yv), (xt, yt), (xtr, ytr) = D.mnist("validation"), D.mnist("test"), D.mnist("train")
+    else:
+        path = CACHE / "resnet8" / "resnet8.onnx"
+        if not path.exists():
+            from examples.export import export_onnx
+            from examples.train import train_resnet8_fashion
+
+            path.parent.mkdir(parents=True, exist_ok=True)
+            net, acc, secs = train_resnet8_fashion(n_train=6000, epochs=3)
+            print(f"trained ResNet-8: test top-1 {acc:.4f} in {secs:.0f}s", file=sys.stderr)
+            tmp = export_onnx(net, torch.zeros(1, 1, 28, 28), path.with_suffix(".tmp.onnx"), "torchscript")
+            Path(tmp).rename(path)
+        xtr, ytr = D.fashion_mnist("train", limit=3000)
+        xv, yv = D.fashion_mnist("validation", limit=1000)
+        xt, yt = D.fashion_mnist("test", limit=1000)
+    g = import_onnx(path)
     PassManager.from_string("canonicalize").run(g)
     space = SearchSpace.for_graph(g, range(2, 9))
     cs = constraints_from_text(g, "bops", space, ["bops=0.3"])
-    (xv, yv), (xt, yt), (xtr, ytr) = mnist("validation"), mnist("test"), mnist("train")
     data = EvalData.from_arrays(xv, yv, x_test=xt, y_test=yt, x_train=xtr, y_train=ytr)
-    return g, space, cs, Evaluator(g, space, data)
+    return g, space, cs, data
+
+
+def setup(key: str = "lenet5"):  # type: ignore[no-untyped-def]
+    torch.set_num_threads(1)
+    g, space, cs, data = load_problem(key)
+    d = CACHE / key
+    d.mkdir(parents=True, exist_ok=True)
+    ident = hashlib.sha256(f"{model_hash(g)} {data.digest()}".encode()).hexdigest()[:16]
+    path = d / f"scores-{ident}.jsonl"  # a different model or data never reuses scores
+    return g, space, cs, CachedEvaluator(g, space, data, path=path)
 
 
 def random_feasible(space: SearchSpace, cs, n: int, seed: int) -> np.ndarray:  # type: ignore[no-untyped-def]
@@ -59,130 +147,151 @@ def random_feasible(space: SearchSpace, cs, n: int, seed: int) -> np.ndarray:  #
     return np.stack(list(out.values()))
 
 
-def oracle(space: SearchSpace, cs, ev: Evaluator, cached_only: bool = False) -> dict:  # type: ignore[no-untyped-def]
-    """Best of N_ORACLE random feasible schemes; `cached_only`: of those evaluated so far."""
-    CACHE.mkdir(exist_ok=True)
-    path = CACHE / "oracle.jsonl"
-    schemes = random_feasible(space, cs, N_ORACLE, seed=12345)
-    done = []
-    for line in (path.read_text().splitlines() if path.exists() else []):
-        try:
-            done.append(json.loads(line))
-        except json.JSONDecodeError:  # a line being written right now
-            break
+def oracle(space: SearchSpace, cs, ev: CachedEvaluator, n: int = N_ORACLE) -> dict:  # type: ignore[no-untyped-def]
+    """Best validation score of the first n of N_ORACLE distinct uniformly random feasible schemes."""
+    schemes = random_feasible(space, cs, N_ORACLE, seed=12345)[:n]
     t0 = time.perf_counter()
-    with path.open("a") as f:
-        for i in range(len(done), len(done) if cached_only else N_ORACLE):
-            acc = ev(schemes[i])
-            rec = {"i": i, "scheme": schemes[i].tolist(), "val": acc}
-            f.write(json.dumps(rec) + "\n")
-            f.flush()
-            done.append(rec)
-            if i % 100 == 0:
-                print(f"oracle {i}/{N_ORACLE} best {max(r['val'] for r in done):.4f} "
-                      f"{time.perf_counter() - t0:.0f}s", file=sys.stderr)
-    best = max(done, key=lambda r: r["val"])
-    return {"best_val": best["val"], "best_scheme": best["scheme"], "n": len(done),
-            "median_val": float(np.median([r["val"] for r in done]))}
+    vals = []
+    for i, s in enumerate(schemes):
+        vals.append(ev(s))
+        if i % 200 == 0:
+            print(f"oracle {i}/{N_ORACLE} best {max(vals):.4f} {time.perf_counter() - t0:.0f}s", file=sys.stderr)
+    b = int(np.argmax(vals))
+    return {"best_val": vals[b], "best_scheme": schemes[b].tolist(), "n": len(vals),
+            "median_val": float(np.median(vals)), "frac": float(cs.fractions(schemes[b][None])[0, 0])}
 
 
-def runs(space, cs, ev, g, searchers: list[str], seeds: list[int]) -> list[dict]:  # type: ignore[no-untyped-def]
-    """One search per (searcher, seed), cached in CACHE/runs.jsonl (the bench can be resumed)."""
-    path = CACHE / "runs.jsonl"
-    done = {(r["searcher"], r["seed"]): r for r in map(json.loads, path.read_text().splitlines())} \
-        if path.exists() else {}
+def code_version() -> str:
+    """Runs are reused only while the searchers' code is unchanged."""
+    src = (ROOT / "micoc" / "search" / "searchers.py").read_bytes()
+    return hashlib.sha256(src).hexdigest()[:12]
+
+
+def runs(key: str, space, cs, ev, g, searchers: list[str], seeds: list[int]) -> list[dict]:  # type: ignore[no-untyped-def]
+    """One search per (searcher, seed), cached in CACHE/<model>/runs.jsonl (resumable)."""
+    path = CACHE / key / "runs.jsonl"
+    ver = code_version()
+    done = {}
+    for r in map(json.loads, path.read_text().splitlines() if path.exists() else []):
+        if r.get("code") == ver:
+            done[(r["searcher"], r["seed"])] = r
     out = []
     for seed in seeds:
         for name in searchers:
             if (name, seed) not in done:
                 t0 = time.perf_counter()
+                n0 = len(ev.eval_seconds)
+                e0 = sum(ev.eval_seconds)
                 res = run_search(g, space, cs, ev, searcher=name, evals=EVALS, seed=seed)
-                rec = {"searcher": name, "seed": seed, "best_val": res.best.score, "test": res.test_score,
-                       "bops": res.best.of_int8["bops"], "scheme": res.best.scheme.tolist(),
-                       "seconds": time.perf_counter() - t0}
+                secs = time.perf_counter() - t0 - (sum(ev.eval_seconds) - e0)
+                rec = {"searcher": name, "seed": seed, "code": ver, "best_val": res.best.score,
+                       "test": res.test_score, "bops": res.best.of_int8["bops"],
+                       "scheme": res.best.scheme.tolist(), "n": len(res.records),
+                       "searcher_seconds": secs, "new_evals": len(ev.eval_seconds) - n0}
                 with path.open("a") as f:
                     f.write(json.dumps(rec) + "\n")
                 done[(name, seed)] = rec
-                print(f"{name} seed {seed}: val {rec['best_val']:.4f} test {rec['test']:.4f} "
-                      f"bops {rec['bops']:.3f} {rec['seconds']:.0f}s", file=sys.stderr)
+                print(f"{key} {name} seed {seed}: val {rec['best_val']:.4f} test {rec['test']:.4f} "
+                      f"bops {rec['bops']:.3f} searcher {secs:.1f}s", file=sys.stderr)
             out.append(done[(name, seed)])
     return out
 
 
-def section(orc: dict, rows: list[dict], seeds: list[int], exact_check: str) -> str:
+def table(prob: Problem, orc: dict, rows: list[dict], seeds: list[int], eval_s: float,
+          exact_check: str) -> list[str]:
     by = {(r["searcher"], r["seed"]): r for r in rows}
-    names = sorted({r["searcher"] for r in rows}, key=["mico", "random", "greedy", "uniform"].index)
+    names = [n for n in SEARCHERS if any(r["searcher"] == n for r in rows)]
     lines = [
-        "## Mixed-precision search",
+        f"### {prob.title}",
         "",
-        "`python bench/search_regret.py` (Setting A). LeNet-5 (`examples/lenet5.onnx`) on MNIST",
-        "(3000 train / 1000 validation / 1000 test, `examples.data.mnist`), qtypes 2..8 for weights and",
-        "activations of all 5 layers (7^10 schemes), PTQ with the torch executor (= the deployed integer",
-        "numerics; minmax calibration on 256 training images), budget BOPs <= 0.3 of INT8, 32 evaluations",
-        "per search. Objective = validation top-1; the winner's test top-1 is reported, never used to",
-        f"choose. Oracle = best validation top-1 of {orc['n']} distinct uniformly random feasible schemes",
-        f"(rejection sampling): **{orc['best_val']:.4f}** (median of those {orc['median_val']:.4f}).",
-        "Regret = oracle - the searcher's best validation top-1 (negative: the searcher beat the oracle).",
-        f"{len(seeds)} seeds ({seeds[0]}..{seeds[-1]}).",
+        f"{prob.data_text}. Oracle (best of {orc['n']}): **{orc['best_val']:.4f}** (its BOPs/INT8 {orc['frac']:.3f}; median of "
+        f"those {orc['n']} random schemes {orc['median_val']:.4f}). One PTQ evaluation: {eval_s:.2f} s "
+        f"(median, uncached). {len(seeds)} seeds ({seeds[0]}..{seeds[-1]}).",
         "",
         "| searcher | median regret | worst regret | mean best val | median test top-1 of winner | "
-        "median BOPs/INT8 of winner | s/search |",
+        "median BOPs/INT8 of winner | searcher s/search (excl. evaluations) |",
         "|---|---|---|---|---|---|---|",
     ]
     for n in names:
         rs = [by[(n, s)] for s in seeds if (n, s) in by]
-        reg = np.array([orc["best_val"] - r["best_val"] for r in rs])
-        lines.append(f"| {n} | {np.median(reg):+.4f} | {reg.max():+.4f} | "
+        reg = 100 * np.array([orc["best_val"] - r["best_val"] for r in rs])
+        lines.append(f"| {n} | {np.median(reg):+.2f} pp | {reg.max():+.2f} pp | "
                      f"{np.mean([r['best_val'] for r in rs]):.4f} | {np.median([r['test'] for r in rs]):.4f} | "
-                     f"{np.median([r['bops'] for r in rs]):.3f} | {np.median([r['seconds'] for r in rs]):.0f} |")
-    if "uniform" in names or "greedy" in names:
-        lines += ["", "`uniform` evaluates every feasible uniform (w, a) pair, most expensive first (21 here),",
-                  "then stops; `greedy` spends its first 11 evaluations on sensitivity probes one step below",
-                  "all-8 (over the budget, so never selectable), lowers layers by measured loss per BOP saved,",
-                  "then evaluates one-step neighbours of that scheme and random feasible ones."]
-    if "mico" in names and "random" in names:
-        pairs = [(by[("mico", s)]["best_val"], by[("random", s)]["best_val"]) for s in seeds]
+                     f"{np.median([r['bops'] for r in rs]):.3f} | "
+                     f"{np.median([r['searcher_seconds'] for r in rs]):.1f} |")
+    for other in [n for n in names if n != "mico"]:
+        if "mico" not in names:
+            break
+        pairs = [(by[("mico", s)]["best_val"], by[(other, s)]["best_val"]) for s in seeds]
         wins = sum(a > b for a, b in pairs)
         ties = sum(a == b for a, b in pairs)
-        lines += ["", f"Paired by seed, mico vs random: mico better on {wins}, tied on {ties}, worse on "
+        lines += ["", f"Paired by seed, mico vs {other}: mico better on {wins}, tied on {ties}, worse on "
                       f"{len(pairs) - wins - ties} of {len(pairs)} seeds."]
-    lines += ["", exact_check, "", f"Machine: {machine()}. The machine was shared with other jobs (load",
-              "average 3-7 on 2 CPUs), so the seconds are inflated; they include the random forest",
-              "(32 trees, refit per evaluation) for mico."]
+    lines += ["", exact_check, ""]
+    return lines
+
+
+def section(parts: list[list[str]]) -> str:
+    lines = [
+        "## Mixed-precision search",
+        "",
+        "`nice -n 5 python bench/search_regret.py --write` (issue 6, Setting A). qtypes 2..8 for the weights",
+        "and activations of every quantizable layer, PTQ with the torch executor (= the deployed integer",
+        "numerics; minmax calibration on 256 training images), budget BOPs <= 0.3 of INT8, 32 evaluations",
+        "per search. Objective = validation top-1 (1000 images: one image = 0.1 pp); the winner's test",
+        "top-1 is reported, never used to choose. Oracle = best validation top-1 of 2000 (or, where stated,",
+        "the first N of those 2000) distinct uniformly random feasible schemes (rejection sampling, seed 12345). Regret = oracle - the searcher's best",
+        "validation top-1, in percentage points (negative: the searcher beat the oracle). Every score is",
+        "cached per scheme (evaluations are deterministic), so the oracle and all searches share them.",
+        "`uniform` evaluates every feasible uniform (w, a) pair, most expensive first, then stops; `greedy`",
+        "spends its first evaluations on sensitivity probes one step below all-8 (over the budget, so never",
+        "selectable), lowers layers by measured loss per BOP saved, then evaluates one-step neighbours of",
+        "that scheme and random feasible ones.",
+        "",
+    ]
+    for p in parts:
+        lines += p
+    lines += [f"Machine: {machine()}. Shared with other jobs (2 CPUs), so seconds are inflated."]
     return "\n".join(lines) + "\n"
 
 
 if __name__ == "__main__":
     ap = argparse.ArgumentParser()
+    ap.add_argument("--models", default="lenet5,resnet8")
     ap.add_argument("--oracle-only", action="store_true")
+    ap.add_argument("--oracle-n", default="",
+                    help="per model, e.g. resnet8=500: the oracle is the best of the first N random schemes")
     ap.add_argument("--seeds", type=int, default=20)
     ap.add_argument("--first-seed", type=int, default=0)
-    ap.add_argument("--searchers", default="mico,random")
-    ap.add_argument("--no-record", action="store_true")
-    ap.add_argument("--report-only", action="store_true",
-                    help="no new evaluations: report the cached runs (seeds that have both) and oracle so far")
+    ap.add_argument("--searchers", default="mico,random,greedy,uniform")
+    ap.add_argument("--write", action="store_true", help="record the section in BENCHMARKS.md")
     args = ap.parse_args()
-    g, space, cs, ev = setup()
-    if args.oracle_only:
-        print(oracle(space, cs, ev))
-        sys.exit(0)
     seeds = list(range(args.first_seed, args.first_seed + args.seeds))
     names = args.searchers.split(",")
-    if args.report_only:
-        cached = [json.loads(x) for x in (CACHE / "runs.jsonl").read_text().splitlines()]
-        have = {(r["searcher"], r["seed"]) for r in cached}
-        seeds = [s for s in seeds if all((n, s) in have for n in names)]
-        rows = [r for r in cached if r["seed"] in seeds and r["searcher"] in names]
-    else:
-        rows = runs(space, cs, ev, g, names, seeds)
-    orc = oracle(space, cs, ev, cached_only=args.report_only)
-    # The torch executor scores what the integer interpreter computes: check the winners.
-    exact = Evaluator(g, space, ev.data, EvalSettings(exact=True))
-    agree = [(r["best_val"], exact(np.array(r["scheme"]))) for r in rows[:4]]
-    exact_check = ("Check: validation top-1 of the first winners re-scored with the integer reference "
-                   "interpreter (`--exact`) vs the torch executor: "
-                   + ", ".join(f"{b:.4f}/{a:.4f}" for a, b in agree) + ".")
-    text = section(orc, rows, seeds, exact_check)
-    print(text)
-    if not args.no_record:
-        write_section(text)
+    parts = []
+    for key in args.models.split(","):
+        g, space, cs, ev = setup(key)
+        ns = dict(kv.split("=") for kv in args.oracle_n.split(",") if kv)
+        orc = oracle(space, cs, ev, int(ns.get(key, N_ORACLE)))
+        print(key, orc, file=sys.stderr)
+        if args.oracle_only:
+            continue
+        rows = runs(key, space, cs, ev, g, names, seeds)
+        # The torch executor scores what the integer interpreter computes: check some winners.
+        exact = Evaluator(g, space, ev.data, EvalSettings(exact=True))
+        agree = [(r["best_val"], exact(np.array(r["scheme"]))) for r in rows[:2]]
+        exact_check = ("Check: validation top-1 of the first winners re-scored with the integer reference "
+                       "interpreter (`--exact`) / the torch executor: "
+                       + ", ".join(f"{b:.4f}/{a:.4f}" for a, b in agree) + ".")
+        secs = []
+        for _ in range(3):
+            t0 = time.perf_counter()
+            Evaluator.score(ev, space.uniform(4), "val")  # uncached
+            secs.append(time.perf_counter() - t0)
+        eval_s = float(np.median(secs))
+        parts.append(table(PROBLEMS[key], orc, rows, seeds, eval_s, exact_check))
+    if parts:
+        text = section(parts)
+        print(text)
+        if args.write:
+            write_section(text)
