@@ -77,7 +77,7 @@ def test_parse_constraint(text: str, absolute: bool, value: float) -> None:
 
 @pytest.mark.parametrize("text, msg", [
     ("bops", "expected METRIC=VALUE"), ("flops=0.3", "unknown metric"), ("bops=-1", "positive"),
-    ("weights=3furlongs", "unknown unit"), ("arena=0.5", "not yet supported"),
+    ("weights=3furlongs", "unknown unit"), ("arena=3parsecs", "unknown unit"),
 ])  # fmt: skip
 def test_bad_constraints(text: str, msg: str) -> None:
     with pytest.raises(UsageError, match=msg):
@@ -109,6 +109,64 @@ def test_infeasible_budget_names_smallest_fraction(setup) -> None:  # type: igno
     space, cs = space_cs(g, "bops=0.01")
     with pytest.raises(UsageError, match=r"smallest achievable bops is 0.0625 of INT8"):
         run_search(g, space, cs, Evaluator(g, space, data), evals=4)
+
+
+# -- arena -------------------------------------------------------------------------------
+
+
+def _example_graph(name: str):  # type: ignore[no-untyped-def]
+    import torch
+
+    from examples.models import MODELS, build
+    from micoc.frontends.fx import import_module
+
+    x = torch.randn(MODELS[name][1], generator=torch.Generator().manual_seed(1234))
+    g = import_module(build(name, seed=0), x)
+    PassManager.from_string("canonicalize").run(g)
+    return g
+
+
+@pytest.mark.parametrize("name, n", [("lenet5", 6), ("resnet8", 10)])
+def test_arena_constraint_equals_compiled_arena(name: str, n: int, tmp_path: Path) -> None:
+    """The vectorized arena (live matrix x bytes, max over points) is the lower
+    bound plan-buffers reports for the compiled build of each random scheme, and
+    `exact=True` is the arena it places."""
+    from micoc.passes import PassContext
+    from micoc.passes.assign_bits import AssignBits
+    from micoc.passes.calibrate import Calibrate
+    from micoc.passes.quantize import Quantize
+    from micoc.targets.c.emitter import emit_c
+
+    g = _example_graph(name)
+    space = SearchSpace.for_graph(g, (1, 2, 4, 8))
+    cs = constraints_from_text(g, "host", space, ["arena=0.5"])
+    rng = np.random.default_rng(7)
+    schemes = np.concatenate([space.uniform(8)[None], space.uniform(1)[None], space.random(rng, n)])
+    bound = cs.values("arena", schemes)
+    placed = cs.values("arena", schemes, exact=True)
+    x = rng.standard_normal((4, *g.inputs[0].type.shape[1:])).astype(np.float32)
+    for k, s in enumerate(schemes):
+        q = g.clone()
+        (tmp_path / "s.json").write_text(json.dumps({k2: {"w": int(w), "a": int(a)}
+                                                     for k2, (w, a) in space.to_scheme(s).items()}))
+        ctx = PassContext(data={"calibration": {q.inputs[0].name: x}})
+        PassManager([AssignBits(scheme=tmp_path / "s.json"), Calibrate(), Quantize()], ctx).run(q)
+        rep = emit_c(q, tmp_path / f"b{k}")
+        assert rep["arena_lower_bound_bytes"] == bound[k], s.tolist()
+        assert rep["arena_bytes"] == placed[k], s.tolist()
+    assert cs.reference("arena") == bound[0] and (placed >= bound).all()
+    assert cs.fractions(schemes[:1])[0, 0] == pytest.approx(2.0)  # arena=0.5 of all-8-bit
+
+
+def test_arena_search_winner_fits(setup) -> None:  # type: ignore[no-untyped-def]
+    g, data = setup
+    space = SearchSpace.for_graph(g, (1, 2, 4, 8))
+    cs = constraints_from_text(g, "host", space, ["arena=7KB"])
+    assert cs.budget(cs.primary) == 7000
+    res = run_search(g, space, cs, Evaluator(g, space, data), searcher="random", evals=4, seed=0)
+    assert res.best is not None and cs.values("arena", res.best.scheme[None], exact=True)[0] <= 7000
+    with pytest.raises(UsageError, match="smallest achievable arena"):
+        constraints_from_text(g, "host", space, ["arena=100B"]).check_achievable()
 
 
 # -- searches ---------------------------------------------------------------------------

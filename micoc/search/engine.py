@@ -210,7 +210,7 @@ def run_search(
     def make_record(i: int, s: np.ndarray, score: float, secs: float, replayed: bool) -> Record:
         of8 = {m: float(v[0]) for m, v in constraints.of_int8(s[None]).items()}
         ratio = float(constraints.fractions(s[None])[0, 0])
-        return Record(i, s, float(score), bool(constraints.feasible(s[None])[0]), of8, ratio, secs, replayed)
+        return Record(i, s, float(score), bool(constraints.feasible(s[None], exact=True)[0]), of8, ratio, secs, replayed)
 
     try:
         while len(records) < evals:
