@@ -573,12 +573,15 @@ def make_model(
 ) -> _TableModel:
     """The latency model of `graph` on `target` (vexii, bitfusion, bops, host, rv32).
 
-    `config` is the vexii CPU configuration (default high); `batch` applies to
+    `config` is the vexii CPU configuration (default high), optionally with the
+    GEMM proxy kind after a colon (``high:bare``, default ``layer``); `batch` applies to
     bitfusion only; `params` (host, rv32) is a directory of fitted bundles
     from `micoc profile run` or one bundle file (default: shipped for rv32,
     the user's parameter directory for host).
     """
     if target == "vexii":
+        if config is not None and ":" in config:  # "high:bare": configuration and GEMM proxy kind
+            config, gemm_kind = config.split(":", 1)
         return VexiiLatency(graph, config or DEFAULT_VEXII_CONFIG, proxy=proxy or DEFAULT_PROXY,
                             gemm_kind=gemm_kind)
     if config is not None:
