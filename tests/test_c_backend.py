@@ -247,8 +247,13 @@ def test_weight_bytes_are_the_packed_sizes(tmp_path: Path) -> None:
         _, cout, taps, cin = conv_weight_rows(op)
         wb = op.operands[1].type.bits
         c = {1: 1, 2: 2, 3: 4, 4: 4}.get(wb, 8)
-        words = taps * -(-cin // 32) * wb if use_planes(op) else -(-taps * cin * c // 32)
-        assert by_name[f"{op.layer}.weight"] == 4 * cout * words
+        if use_planes(op):  # per output channel, wb planes of the row's K bits
+            words = cout * wb * -(-taps * cin // 32)
+        elif c == 8:  # packed rows
+            words = cout * -(-taps * cin * c // 32)
+        else:  # pairs of output channels, 16/c codes of each per word
+            words = -(-cout // 2) * -(-taps * cin * c // 16)
+        assert by_name[f"{op.layer}.weight"] == 4 * words
         assert by_name[f"{op.layer}.multiplier"] == by_name[f"{op.layer}.shift"] == 4 * cout
         lay = next(la for la in rep["layers"] if la["name"] == op.layer)
         assert lay["weight_bytes"] == sum(b for n, b in by_name.items() if n.startswith(f"{op.layer}."))

@@ -151,20 +151,28 @@ int32_t mico_avg_divide(int64_t total, int32_t count)
 
 /* -------------------------------------------------------- conv: reference */
 
+#define MASK(B) ((1u << (B)) - 1u)
+#define SX(f, sb) ((int32_t)((f) ^ (sb)) - (int32_t)(sb))
+
 static int32_t wget(const mico_conv *p, int32_t co, int32_t tap, int32_t ci)
 {
+    uint32_t k = (uint32_t)(tap * p->cin_g + ci); /* row of co: K = kh*kw*cin_g codes */
     if (p->fmt == MICO_WF_PLANES) {
-        const uint32_t *w = p->w + ((co * p->kh * p->kw + tap) * p->wbits) * p->wpt + (ci >> 5);
+        const uint32_t *w = p->w + co * p->wbits * p->wpt + (int32_t)(k >> 5);
         int32_t q, v = 0;
-        if (p->wkind == MICO_BINARY) return ((w[0] >> (ci & 31)) & 1u) ? 1 : -1;
+        if (p->wkind == MICO_BINARY) return ((w[0] >> (k & 31)) & 1u) ? 1 : -1;
         for (q = 0; q < p->wbits; q++) {
-            int32_t bit = (int32_t)((w[q * p->wpt] >> (ci & 31)) & 1u);
+            int32_t bit = (int32_t)((w[q * p->wpt] >> (k & 31)) & 1u);
             v += (q == p->wbits - 1 && p->wkind == MICO_SIGNED) ? -(bit << q) : (bit << q);
         }
         return v;
+    } else if (p->fmt == MICO_WF_PAIRS) {
+        uint32_t n = 16u / p->wcbits;
+        uint32_t word = p->w[(co >> 1) * p->wpt + (int32_t)(k / n)];
+        int32_t u = (int32_t)((word >> (16u * ((uint32_t)co & 1u) + (k % n) * p->wcbits)) & MASK(p->wcbits));
+        return p->wkind == MICO_BINARY ? 2 * u - 1 : u - (1 << (p->wcbits - 1));
     } else {
         uint8_t lb = p->wcbits == 1 ? 0 : p->wcbits == 2 ? 1 : p->wcbits == 4 ? 2 : 3;
-        uint32_t k = (uint32_t)(tap * p->cin_g + ci); /* row of co: K = kh*kw*cin_g codes */
         uint32_t word = p->w[co * p->wpt + (int32_t)(k >> (5 - lb))];
         uint32_t sh = (k & ((32u >> lb) - 1u)) << lb;
         return decode((word >> sh) & ((1u << p->wcbits) - 1u), p->wcbits, p->wkind);
@@ -205,17 +213,9 @@ void mico_conv2d_ref(const mico_tensor *x, const mico_tensor *y, const mico_conv
 
 /* ----------------------------------------------------- conv: patch kernels */
 
-/* Software popcount: rv32im has no cpop. */
-static uint32_t popc(uint32_t v)
-{
-    v = v - ((v >> 1) & 0x55555555u);
-    v = (v & 0x33333333u) + ((v >> 2) & 0x33333333u);
-    v = (v + (v >> 4)) & 0x0F0F0F0Fu;
-    return (v * 0x01010101u) >> 24;
-}
-
-#define MASK(B) ((1u << (B)) - 1u)
-#define SX(f, sb) ((int32_t)((f) ^ (sb)) - (int32_t)(sb))
+#if defined(__BYTE_ORDER__) && defined(__ORDER_LITTLE_ENDIAN__) && __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
+#error "mico_rt: the weight blob holds little-endian words (8-bit weights are read as bytes)"
+#endif
 
 /* The patch of one output pixel: the input codes of channels [c0, c0 + cin_g)
  * of every tap, as int32, in the weights' (kh, kw, cin) order, then zeros up
@@ -245,6 +245,12 @@ static void build_patch(const mico_tensor *x, const mico_conv *p, int32_t oy, in
                         uint32_t v = *src++;
                         for (e = 0; e < 32 && k < n; e++, k++, v >>= 1) dst[k] = 2 * (int32_t)(v & 1u) - 1;
                     }
+                } else if (x->cbits == 8) {
+                    const uint8_t *b = (const uint8_t *)src;
+                    if (sb)
+                        for (k = 0; k < n; k++) dst[k] = SX(b[k], 0x80u);
+                    else
+                        for (k = 0; k < n; k++) dst[k] = b[k];
                 } else {
                     for (k = 0; k < n;) {
                         uint32_t v = *src++;
@@ -259,91 +265,126 @@ static void build_patch(const mico_tensor *x, const mico_conv *p, int32_t oy, in
     for (k = p->kh * p->kw * n; k < cap; k++) patch[k] = 0;
 }
 
-/* sum_k patch[k] * w[k] over nw weight words, per weight container. Weight
- * padding fields are 0 (or -1 for binary) but meet patch zeros. */
-static int32_t dot_patch_w8(const int32_t *x, const uint32_t *w, int32_t nw)
+/* 8-bit weights (PACKED): a row's codes are its bytes, one signed byte load
+ * each; four output channels per pass share every activation load. n (the
+ * patch capacity) is a multiple of 4. Wrapping uint32 sums: the final value
+ * fits int32 (the quantize pass widens the accumulator otherwise). */
+#define W8(e) v = (uint32_t)x[e]; a0 += v * (uint32_t)r0[e]; a1 += v * (uint32_t)r1[e]; \
+              a2 += v * (uint32_t)r2[e]; a3 += v * (uint32_t)r3[e]
+static void dot_w8x4(const int32_t *x, const int8_t *r0, int32_t rs, int32_t n, uint32_t *out)
 {
-    int32_t acc = 0, k;
-    for (k = 0; k < nw; k++, x += 4) {
-        uint32_t v = w[k];
-        acc += x[0] * ((int32_t)(v << 24) >> 24);
-        acc += x[1] * ((int32_t)(v << 16) >> 24);
-        acc += x[2] * ((int32_t)(v << 8) >> 24);
-        acc += x[3] * ((int32_t)v >> 24);
+    const int8_t *r1 = r0 + rs, *r2 = r1 + rs, *r3 = r2 + rs;
+    uint32_t a0 = 0, a1 = 0, a2 = 0, a3 = 0, v;
+    int32_t k;
+    for (k = 0; k < n; k += 4, x += 4, r0 += 4, r1 += 4, r2 += 4, r3 += 4) {
+        W8(0); W8(1); W8(2); W8(3);
     }
-    return acc;
+    out[0] = a0; out[1] = a1; out[2] = a2; out[3] = a3;
 }
 
-static int32_t dot_patch_w4(const int32_t *x, const uint32_t *w, int32_t nw)
+static uint32_t dot_w8(const int32_t *x, const int8_t *r, int32_t n)
 {
-    int32_t acc = 0, k;
-    for (k = 0; k < nw; k++, x += 8) {
-        uint32_t v = w[k];
-        acc += x[0] * ((int32_t)(v << 28) >> 28);
-        acc += x[1] * ((int32_t)(v << 24) >> 28);
-        acc += x[2] * ((int32_t)(v << 20) >> 28);
-        acc += x[3] * ((int32_t)(v << 16) >> 28);
-        acc += x[4] * ((int32_t)(v << 12) >> 28);
-        acc += x[5] * ((int32_t)(v << 8) >> 28);
-        acc += x[6] * ((int32_t)(v << 4) >> 28);
-        acc += x[7] * ((int32_t)v >> 28);
-    }
-    return acc;
+    uint32_t a = 0;
+    int32_t k;
+    for (k = 0; k < n; k += 4, x += 4, r += 4)
+        a += (uint32_t)x[0] * (uint32_t)r[0] + (uint32_t)x[1] * (uint32_t)r[1]
+           + (uint32_t)x[2] * (uint32_t)r[2] + (uint32_t)x[3] * (uint32_t)r[3];
+    return a;
 }
 
-#define W2(e) acc += x[e] * ((int32_t)(v << (30 - 2 * (e))) >> 30)
-static int32_t dot_patch_w2(const int32_t *x, const uint32_t *w, int32_t nw)
-{
-    int32_t acc = 0, k;
-    for (k = 0; k < nw; k++, x += 16) {
-        uint32_t v = w[k];
-        W2(0); W2(1); W2(2); W2(3); W2(4); W2(5); W2(6); W2(7);
-        W2(8); W2(9); W2(10); W2(11); W2(12); W2(13); W2(14); W2(15);
+/* 1-, 2-, 4-bit weights (PAIRS): a word holds 16/c codes u = w + 2^(c-1) of
+ * two output channels in 16-bit lanes, so one multiply x * (lane-masked word)
+ * adds x u to both channels. Two pairs (4 outputs) per pass. A lane holds
+ * sum x u exactly while |sum| < 2^15: the lanes are flushed every kbw words
+ * (the caller derives kbw from the operand ranges). out[i] = sum x u. */
+#define LANES(t, s0, s1)                                  \
+    {                                                     \
+        int32_t lo_ = (int32_t)((t) << 16) >> 16;         \
+        s0 += (uint32_t)lo_;                              \
+        s1 += (uint32_t)((int32_t)((t) - (uint32_t)lo_) >> 16); \
     }
-    return acc;
-}
-
-/* Binary weights: sum (2b - 1) x = 2 sum_{b=1} x - sum x; conv_patch adds
- * the - sum x (one per patch, shared by every output channel). */
-#define W1(e) on += x[e] & ((int32_t)(v << (31 - (e))) >> 31)
-static int32_t dot_patch_w1(const int32_t *x, const uint32_t *w, int32_t nw)
-{
-    int32_t on = 0, k;
-    for (k = 0; k < nw; k++, x += 32) {
-        uint32_t v = w[k];
-        W1(0); W1(1); W1(2); W1(3); W1(4); W1(5); W1(6); W1(7);
-        W1(8); W1(9); W1(10); W1(11); W1(12); W1(13); W1(14); W1(15);
-        W1(16); W1(17); W1(18); W1(19); W1(20); W1(21); W1(22); W1(23);
-        W1(24); W1(25); W1(26); W1(27); W1(28); W1(29); W1(30); W1(31);
+#define PAIRS_FN(NAME, C, STEPS)                                                                   \
+    static void NAME(const int32_t *x, const uint32_t *w0, const uint32_t *w1, int32_t nw,       \
+                     int32_t kbw, uint32_t *out)                                                  \
+    {                                                                                             \
+        const uint32_t m = MASK(C) * 0x00010001u;                                                 \
+        uint32_t s0 = 0, s1 = 0, s2 = 0, s3 = 0;                                                  \
+        int32_t j = 0;                                                                            \
+        while (j < nw) {                                                                          \
+            int32_t end = nw - j > kbw ? j + kbw : nw;                                            \
+            uint32_t t0 = 0, t1 = 0;                                                              \
+            for (; j < end; j++, x += 16 / (C)) {                                                 \
+                uint32_t v0 = w0[j], v1 = w1[j], xv;                                              \
+                STEPS                                                                             \
+            }                                                                                     \
+            LANES(t0, s0, s1);                                                                    \
+            LANES(t1, s2, s3);                                                                    \
+        }                                                                                         \
+        out[0] = s0; out[1] = s1; out[2] = s2; out[3] = s3;                                       \
     }
-    return 2 * on;
-}
+#define PS(e, C) xv = (uint32_t)x[e]; t0 += xv * ((v0 >> ((e) * (C))) & m); t1 += xv * ((v1 >> ((e) * (C))) & m);
+PAIRS_FN(dot_pairs_c4, 4, PS(0, 4) PS(1, 4) PS(2, 4) PS(3, 4))
+PAIRS_FN(dot_pairs_c2, 2, PS(0, 2) PS(1, 2) PS(2, 2) PS(3, 2) PS(4, 2) PS(5, 2) PS(6, 2) PS(7, 2))
+PAIRS_FN(dot_pairs_c1, 1, PS(0, 1) PS(1, 1) PS(2, 1) PS(3, 1) PS(4, 1) PS(5, 1) PS(6, 1) PS(7, 1)
+                          PS(8, 1) PS(9, 1) PS(10, 1) PS(11, 1) PS(12, 1) PS(13, 1) PS(14, 1) PS(15, 1))
 
-typedef int32_t (*patch_dot_fn)(const int32_t *, const uint32_t *, int32_t);
+typedef void (*pairs_fn)(const int32_t *, const uint32_t *, const uint32_t *, int32_t, int32_t, uint32_t *);
 
 int32_t mico_conv_patch_words(const mico_conv *p)
 {
-    return p->wpt * (32 / p->wcbits);
+    return p->wpt * (p->fmt == MICO_WF_PAIRS ? 16 / p->wcbits : 32 / p->wcbits);
 }
 
-/* Any groups, any bit pair (format PACKED), int32 accumulators. */
+/* Any groups (format PACKED with 8-bit containers, or PAIRS), int32 accumulators. */
 static void conv_patch(const mico_tensor *x, const mico_tensor *y, const mico_conv *p, int32_t *patch)
 {
-    int32_t oy, ox, co, g, cap = p->wpt * (32 / p->wcbits), og = p->cout / p->groups;
-    patch_dot_fn dot = p->wcbits == 8 ? dot_patch_w8 : p->wcbits == 4 ? dot_patch_w4
-                     : p->wcbits == 2 ? dot_patch_w2 : dot_patch_w1;
+    int32_t oy, ox, co, g, og = p->cout / p->groups, pairs = p->fmt == MICO_WF_PAIRS;
+    int32_t cap = mico_conv_patch_words(p), kbw = 1, ubias = 0;
+    pairs_fn dot = p->wcbits == 4 ? dot_pairs_c4 : p->wcbits == 2 ? dot_pairs_c2 : dot_pairs_c1;
+    uint32_t wmul = p->wkind == MICO_BINARY ? 2u : 1u, r[4];
+    if (pairs) {
+        int32_t xabs = x->kind == MICO_BINARY ? 1 : x->kind == MICO_SIGNED ? 1 << (x->bits - 1) : (1 << x->bits) - 1;
+        kbw = 32767 / ((16 / p->wcbits) * xabs * (int32_t)MASK(p->wcbits)); /* >= 2 for any widths */
+        ubias = p->wkind == MICO_BINARY ? 1 : 1 << (p->wcbits - 1);     /* w = wmul u - ubias */
+    }
     for (oy = 0; oy < y->h; oy++)
         for (ox = 0; ox < y->w; ox++) {
             writer wr;
             wr_begin(&wr, y, oy * y->w + ox);
             for (g = 0; g < p->groups; g++) {
-                int32_t base = 0, k;
+                int32_t k, c1 = (g + 1) * og, nr, i;
+                uint32_t base = 0;
                 build_patch(x, p, oy, ox, g * p->cin_g, cap, patch);
-                if (p->wcbits == 1)
-                    for (k = 0; k < cap; k++) base -= patch[k];
-                for (co = g * og; co < (g + 1) * og; co++) {
-                    int32_t acc = (p->bias ? p->bias[co] : 0) + base + dot(patch, p->w + co * p->wpt, p->wpt);
-                    wr_put(&wr, mico_requant(acc, p->mult[co], p->shift[co], p->lo, p->hi, p->out_binary));
+                if (pairs) {
+                    for (k = 0; k < cap; k++) base -= (uint32_t)patch[k];
+                    base *= (uint32_t)ubias;
+                }
+                for (co = g * og; co < c1; co += nr) {
+                    if (!pairs) {
+                        const int8_t *row = (const int8_t *)(p->w + co * p->wpt);
+                        if (c1 - co >= 4) {
+                            dot_w8x4(patch, row, p->wpt * 4, cap, r);
+                            nr = 4;
+                        } else {
+                            r[0] = dot_w8(patch, row, cap);
+                            nr = 1;
+                        }
+                    } else {
+                        const uint32_t *w0 = p->w + (co >> 1) * p->wpt;
+                        if (!(co & 1) && c1 - co >= 4) {
+                            dot(patch, w0, w0 + p->wpt, p->wpt, kbw, r);
+                            nr = 4;
+                        } else {
+                            dot(patch, w0, w0, p->wpt, kbw, r); /* one pair: lanes of co & ~1, co | 1 */
+                            if (co & 1) r[0] = r[1];
+                            nr = (!(co & 1) && c1 - co >= 2) ? 2 : 1;
+                        }
+                        for (i = 0; i < nr; i++) r[i] = wmul * r[i] + base;
+                    }
+                    for (i = 0; i < nr; i++) {
+                        int32_t acc = (int32_t)((p->bias ? (uint32_t)p->bias[co + i] : 0u) + r[i]);
+                        wr_put(&wr, mico_requant(acc, p->mult[co + i], p->shift[co + i], p->lo, p->hi, p->out_binary));
+                    }
                 }
             }
             wr_end(&wr);
@@ -352,21 +393,81 @@ static void conv_patch(const mico_tensor *x, const mico_tensor *y, const mico_co
 
 /* ------------------------------------------------ conv: bit-serial kernel */
 
+/* Popcount into byte lanes (each <= 8): 31 words fit a byte accumulator,
+ * reduced once per block by hsum (rv32im has no cpop). */
+#define POP8(v) ((v) = (v) - (((v) >> 1) & 0x55555555u), \
+                 (v) = ((v) & 0x33333333u) + (((v) >> 2) & 0x33333333u), ((v) + ((v) >> 4)) & 0x0F0F0F0Fu)
+static uint32_t hsum(uint32_t t)
+{
+    t = (t & 0x00FF00FFu) + ((t >> 8) & 0x00FF00FFu);
+    return (t + (t >> 16)) & 0xFFFFu;
+}
+
+static uint32_t popc(uint32_t v)
+{
+    return hsum(POP8(v));
+}
+
 /* Planes of the layer input: per pixel, `bits` planes of ppw words, bit c of
  * plane q = bit q of channel c's code (two's complement; binary: the code bit). */
+static uint32_t even_bits(uint32_t v) /* bits 0, 2, .., 30 of v -> bits 0..15 */
+{
+    v &= 0x55555555u;
+    v = (v | (v >> 1)) & 0x33333333u;
+    v = (v | (v >> 2)) & 0x0F0F0F0Fu;
+    v = (v | (v >> 4)) & 0x00FF00FFu;
+    return (v | (v >> 8)) & 0x0000FFFFu;
+}
+
 static void to_planes(const mico_tensor *x, uint32_t *planes, int32_t ppw)
 {
-    int32_t npix = x->h * x->w, pix, c, q;
+    int32_t npix = x->h * x->w, pix, c, q, i;
     words_zero(planes, npix * x->bits * ppw);
     for (pix = 0; pix < npix; pix++) {
         uint32_t *pp = planes + pix * x->bits * ppw;
         const uint32_t *src = x->data + pix * x->wpp;
         uint32_t per = 32u >> x->lb, mask = MASK(x->cbits);
+        if (x->cbits == 2 && x->bits == 2) { /* 16 codes per word: two bit compressions */
+            for (i = 0; i < x->wpp; i++) {
+                uint32_t v = src[i], sh = 16u * ((uint32_t)i & 1u);
+                pp[i >> 1] |= even_bits(v) << sh;
+                pp[ppw + (i >> 1)] |= even_bits(v >> 1) << sh;
+            }
+            continue;
+        }
         for (c = 0; c < x->c; c++) {
             uint32_t f = (src[(uint32_t)c / per] >> (((uint32_t)c % per) << x->lb)) & mask;
             for (q = 0; q < x->bits; q++)
                 pp[q * ppw + (c >> 5)] |= ((f >> q) & 1u) << (c & 31);
         }
+    }
+}
+
+/* OR n bits (src words, zero above n) into the bit stream dst at bit `off`;
+ * may touch one word past the last bit (zeros). */
+static void put_bits(uint32_t *dst, int32_t off, const uint32_t *src, int32_t n)
+{
+    uint32_t sh = (uint32_t)off & 31u;
+    int32_t k, nw = (n + 31) >> 5;
+    dst += off >> 5;
+    if (!sh) {
+        for (k = 0; k < nw; k++) dst[k] |= src[k];
+    } else {
+        for (k = 0; k < nw; k++) {
+            dst[k] |= src[k] << sh;
+            dst[k + 1] |= src[k] >> (32u - sh);
+        }
+    }
+}
+
+static void put_ones(uint32_t *dst, int32_t off, int32_t n)
+{
+    while (n > 0) {
+        uint32_t sh = (uint32_t)off & 31u;
+        int32_t m = 32 - (int32_t)sh < n ? 32 - (int32_t)sh : n;
+        dst[off >> 5] |= (m == 32 ? 0xFFFFFFFFu : MASK(m)) << sh;
+        off += m;
+        n -= m;
     }
 }
 
@@ -378,88 +479,169 @@ static int32_t plane_coef(int32_t q, int32_t bits, uint8_t kind)
     return 1 << q;
 }
 
-/* sum_c x_c w_c over one tap (n channels, nw words per plane):
- * x = sum_p a_p X_p + dx, w = sum_q b_q W_q + dw (dx, dw = -1 for binary, else 0):
- * dot = sum_pq a_p b_q pc(X_p & W_q) + dw sum_p a_p pc(X_p) + dx sum_q b_q pc(W_q) + n dx dw.
- * Padding bits are zero in every plane, so only the real channels count. */
-static int32_t dot_planes(const uint32_t *xp, int32_t xbits, uint8_t xkind, const uint32_t *wp,
-                          int32_t wbits, uint8_t wkind, int32_t nw, int32_t n)
+/* cnt[p * wb + q] = popcount(X_p & W_q) over nw words; x planes at stride
+ * xs, w planes at stride nw. Unrolled plane loops for 1 and 2 bits. */
+static void bs_counts(const uint32_t *xp, int32_t xs, int32_t ab, const uint32_t *wp, int32_t wb, int32_t nw,
+                      uint32_t *cnt)
 {
-    int32_t acc = 0, p, q, k;
-    if (xkind == MICO_BINARY && wkind == MICO_BINARY) {
-        /* XNOR: agreements - disagreements = n - 2 pc(X ^ W); padding bits
-         * are 0 in both, so they never disagree */
-        uint32_t s = 0;
-        for (k = 0; k < nw; k++) s += popc(xp[k] ^ wp[k]);
-        return n - 2 * (int32_t)s;
-    }
-    for (p = 0; p < xbits; p++) {
-        int32_t ap = plane_coef(p, xbits, xkind);
-        for (q = 0; q < wbits; q++) {
-            uint32_t s = 0;
-            for (k = 0; k < nw; k++) s += popc(xp[p * nw + k] & wp[q * nw + k]);
-            acc += ap * plane_coef(q, wbits, wkind) * (int32_t)s;
+    int32_t j = 0;
+    uint32_t c0 = 0, c1 = 0, c2 = 0, c3 = 0;
+    if (ab > 2 || wb > 2) { /* any widths */
+        int32_t pq, k;
+        for (pq = 0; pq < ab * wb; pq++) {
+            const uint32_t *a = xp + (pq / wb) * xs, *b = wp + (pq % wb) * nw;
+            cnt[pq] = 0;
+            for (k = 0; k < nw; k++) cnt[pq] += popc(a[k] & b[k]);
         }
+        return;
     }
-    if (wkind == MICO_BINARY)
-        for (p = 0; p < xbits; p++) {
-            uint32_t s = 0;
-            for (k = 0; k < nw; k++) s += popc(xp[p * nw + k]);
-            acc -= plane_coef(p, xbits, xkind) * (int32_t)s;
+    while (j < nw) {
+        int32_t end = nw - j > 31 ? j + 31 : nw;
+        uint32_t t0 = 0, t1 = 0, t2 = 0, t3 = 0;
+        if (ab == 1 && wb == 1) {
+            for (; j < end; j++) {
+                uint32_t v = xp[j] & wp[j];
+                t0 += POP8(v);
+            }
+        } else if (ab == 1) {
+            for (; j < end; j++) {
+                uint32_t x0 = xp[j], v = x0 & wp[j], u = x0 & wp[nw + j];
+                t0 += POP8(v);
+                t1 += POP8(u);
+            }
+        } else if (wb == 1) {
+            for (; j < end; j++) {
+                uint32_t w0 = wp[j], v = xp[j] & w0, u = xp[xs + j] & w0;
+                t0 += POP8(v);
+                t1 += POP8(u);
+            }
+        } else {
+            for (; j < end; j++) {
+                uint32_t x0 = xp[j], x1 = xp[xs + j], w0 = wp[j], w1 = wp[nw + j];
+                uint32_t v = x0 & w0, u = x0 & w1, s = x1 & w0, t = x1 & w1;
+                t0 += POP8(v);
+                t1 += POP8(u);
+                t2 += POP8(s);
+                t3 += POP8(t);
+            }
         }
-    if (xkind == MICO_BINARY) {
-        for (q = 0; q < wbits; q++) {
-            uint32_t s = 0;
-            for (k = 0; k < nw; k++) s += popc(wp[q * nw + k]);
-            acc -= plane_coef(q, wbits, wkind) * (int32_t)s;
-        }
-        if (wkind == MICO_BINARY) acc += n;
+        c0 += hsum(t0);
+        c1 += hsum(t1);
+        c2 += hsum(t2);
+        c3 += hsum(t3);
     }
-    return acc;
+    cnt[0] = c0;
+    cnt[1] = c1;
+    cnt[2] = c2;
+    cnt[3] = c3;
 }
 
-static int use_planes(const mico_conv *p)
+/* popcount((X ^ W) & V) over nw words (V == NULL: all valid). */
+static uint32_t bs_xnor(const uint32_t *xp, const uint32_t *vp, const uint32_t *wp, int32_t nw)
 {
-    return p->fmt == MICO_WF_PLANES && p->groups == 1;
+    int32_t j = 0;
+    uint32_t c = 0;
+    while (j < nw) {
+        int32_t end = nw - j > 31 ? j + 31 : nw;
+        uint32_t t = 0;
+        if (vp) {
+            for (; j < end; j++) {
+                uint32_t v = (xp[j] ^ wp[j]) & vp[j];
+                t += POP8(v);
+            }
+        } else {
+            for (; j < end; j++) {
+                uint32_t v = xp[j] ^ wp[j];
+                t += POP8(v);
+            }
+        }
+        c += hsum(t);
+    }
+    return c;
 }
 
 int32_t mico_conv_scratch_words(const mico_tensor *x, const mico_conv *p)
 {
-    if (!use_planes(p)) return mico_conv_patch_words(p);
-    if (x->cbits == 1) return 0; /* a 1-bit input already is its plane */
-    return x->h * x->w * x->bits * ((x->c + 31) >> 5);
+    if (p->fmt != MICO_WF_PLANES) return mico_conv_patch_words(p);
+    return (x->cbits == 1 ? 0 : x->h * x->w * x->bits * ((x->c + 31) >> 5)) + (x->bits + 1) * (p->wpt + 1)
+         + p->cout;
 }
 
-/* Bit-serial path (format PLANES, groups == 1): each valid tap is a
- * word-aligned run of bit-planes (HWC, pixel padded to a word), one
- * dot_planes per tap; padded taps are skipped. */
+/* Bit-serial path (format PLANES, groups == 1, operands of at most 8 bits).
+ * The input is repacked into bit-planes once per layer; per output pixel the
+ * planes of its patch are built once (the taps' channel bits concatenated in
+ * (kh, kw, cin) order, padded taps 0), so every output channel reads K bits
+ * per plane in whole words whatever cin is. With x = sum_p a_p X_p + dx,
+ * w = sum_q b_q W_q + dw (dx, dw = -1 for binary, else 0), over the valid
+ * (non-padded) positions V:
+ *   dot = sum_pq a_p b_q pc(X_p & W_q) + dw sum_p a_p pc(X_p)
+ *       + dx (sum_q b_q pc(W_q & V) + dw pc(V));
+ * both binary: pc(V) - 2 pc((X ^ W) & V). Padding bits are 0 in every plane. */
 static void conv_planes(const mico_tensor *x, const mico_tensor *y, const mico_conv *p, uint32_t *scratch)
 {
-    int32_t oy, ox, co, i, j, ntap = p->kh * p->kw;
+    int32_t oy, ox, co, i, j, q, k, ab = x->bits, wb = p->wbits, nw = p->wpt, ps = nw + 1;
+    int32_t ppw = (x->c + 31) >> 5, xstride = ab * ppw, cin = p->cin_g;
+    int xbin = x->kind == MICO_BINARY, wbin = p->wkind == MICO_BINARY;
     const uint32_t *xs = x->data;
-    int32_t ppw = (x->c + 31) >> 5, xstride = x->bits * ppw;
+    uint32_t *pp, *vp;
+    int32_t *ws, coef[64];
+    uint32_t cnt[64];
     if (x->cbits != 1) {
         to_planes(x, scratch, ppw);
         xs = scratch;
+        scratch += x->h * x->w * xstride;
     }
+    pp = scratch;
+    vp = pp + ab * ps;
+    ws = (int32_t *)(vp + ps);
+    for (k = 0; k < ab * wb; k++) coef[k] = plane_coef(k / wb, ab, x->kind) * plane_coef(k % wb, wb, p->wkind);
+    if (xbin && !wbin) /* row sums sum_q b_q pc(W_q) */
+        for (co = 0; co < p->cout; co++) {
+            const uint32_t *wc = p->w + co * wb * nw;
+            ws[co] = 0;
+            for (q = 0; q < wb; q++)
+                for (k = 0; k < nw; k++) ws[co] += plane_coef(q, wb, p->wkind) * (int32_t)popc(wc[q * nw + k]);
+        }
     for (oy = 0; oy < y->h; oy++)
         for (ox = 0; ox < y->w; ox++) {
             writer wr;
+            int32_t nvalid = 0, off = 0, sxp = 0;
+            words_zero(pp, (ab + 1) * ps);
+            for (i = 0; i < p->kh; i++) {
+                int32_t iy = oy * p->sh - p->pt + i * p->dh;
+                for (j = 0; j < p->kw; j++, off += cin) {
+                    int32_t ix = ox * p->sw - p->pl + j * p->dw;
+                    const uint32_t *src;
+                    if (iy < 0 || iy >= x->h || ix < 0 || ix >= x->w) continue;
+                    src = xs + (iy * x->w + ix) * xstride;
+                    for (q = 0; q < ab; q++) put_bits(pp + q * ps, off, src + q * ppw, cin);
+                    if (xbin) put_ones(vp, off, cin);
+                    nvalid += cin;
+                }
+            }
+            if (wbin && !xbin)
+                for (q = 0; q < ab; q++)
+                    for (k = 0; k < nw; k++) sxp += plane_coef(q, ab, x->kind) * (int32_t)popc(pp[q * ps + k]);
             wr_begin(&wr, y, oy * y->w + ox);
             for (co = 0; co < p->cout; co++) {
-                int32_t acc = p->bias ? p->bias[co] : 0;
-                const uint32_t *wc = p->w + co * ntap * p->wbits * p->wpt;
-                for (i = 0; i < p->kh; i++) {
-                    int32_t iy = oy * p->sh - p->pt + i * p->dh;
-                    if (iy < 0 || iy >= x->h) continue;
-                    for (j = 0; j < p->kw; j++) {
-                        int32_t ix = ox * p->sw - p->pl + j * p->dw, tap = i * p->kw + j;
-                        if (ix < 0 || ix >= x->w) continue;
-                        acc += dot_planes(xs + (iy * x->w + ix) * xstride, x->bits, x->kind,
-                                          wc + tap * p->wbits * p->wpt, p->wbits, p->wkind, ppw, p->cin_g);
+                const uint32_t *wc = p->w + co * wb * nw;
+                uint32_t acc = p->bias ? (uint32_t)p->bias[co] : 0u;
+                if (xbin && wbin) {
+                    acc += (uint32_t)nvalid - 2u * bs_xnor(pp, nvalid == off ? 0 : vp, wc, nw);
+                } else {
+                    bs_counts(pp, ps, ab, wc, wb, nw, cnt);
+                    for (k = 0; k < ab * wb; k++) acc += (uint32_t)coef[k] * cnt[k];
+                    if (wbin) acc -= (uint32_t)sxp;
+                    if (xbin) {
+                        if (nvalid == off) {
+                            acc -= (uint32_t)ws[co];
+                        } else {
+                            bs_counts(vp, ps, 1, wc, wb, nw, cnt);
+                            for (q = 0; q < wb; q++) acc -= (uint32_t)plane_coef(q, wb, p->wkind) * cnt[q];
+                        }
                     }
                 }
-                wr_put(&wr, mico_requant(acc, p->mult[co], p->shift[co], p->lo, p->hi, p->out_binary));
+                wr_put(&wr, mico_requant((int32_t)acc, p->mult[co], p->shift[co], p->lo, p->hi, p->out_binary));
             }
             wr_end(&wr);
         }
@@ -467,9 +649,10 @@ static void conv_planes(const mico_tensor *x, const mico_tensor *y, const mico_c
 
 void mico_conv2d_opt(const mico_tensor *x, const mico_tensor *y, const mico_conv *p, uint32_t *scratch)
 {
-    if (p->acc64) {
-        mico_conv2d_ref(x, y, p); /* int64 accumulators: the plain loop */
-    } else if (use_planes(p)) {
+    if (p->acc64 || (p->fmt == MICO_WF_PACKED && p->wcbits != 8)
+        || (p->fmt == MICO_WF_PLANES && (p->groups != 1 || x->bits * p->wbits > 64))) {
+        mico_conv2d_ref(x, y, p); /* int64 accumulators (or a layout no fast kernel reads): the plain loop */
+    } else if (p->fmt == MICO_WF_PLANES) {
         conv_planes(x, y, p, scratch);
     } else {
         conv_patch(x, y, p, (int32_t *)scratch); /* int32_t and uint32_t may alias */

@@ -30,7 +30,9 @@ enum { MICO_UNSIGNED = 0, MICO_SIGNED = 1, MICO_BINARY = 2 };
 /* Conv/linear weight formats in the blob. */
 enum {
     MICO_WF_PACKED = 0, /* [cout][wpt words]: the row's kh*kw*cin_g codes, (kh, kw, cin) order, wcbits each */
-    MICO_WF_PLANES = 1  /* [cout][kh][kw][wbits planes][wpt words]: bit q of each code, 1 bit per channel */
+    MICO_WF_PLANES = 1, /* [cout][wbits planes][wpt words]: bit q of each of the row's codes, (kh, kw, cin) order */
+    MICO_WF_PAIRS = 2   /* [cout/2][wpt words]: 16-bit lanes of channels 2m (low), 2m+1 (high), 16/wcbits
+                           codes u = w + 2^(wcbits-1) each (binary: u = bit), (kh, kw, cin) order */
 };
 
 typedef struct {
@@ -46,7 +48,7 @@ typedef struct {
 typedef struct {
     int32_t cout, cin_g, kh, kw, sh, sw, dh, dw, pt, pl, groups;
     int32_t lo, hi;            /* output clamp (type range narrowed by the fused activation) */
-    int32_t wpt;               /* words per row (PACKED) or per tap plane (PLANES) */
+    int32_t wpt;               /* words per row (PACKED), per plane (PLANES) or per channel pair (PAIRS) */
     uint8_t wbits, wcbits, wkind, fmt;
     uint8_t acc64;             /* accumulate in int64 (the quantize pass said so) */
     uint8_t out_binary;        /* qi1 result: sign of the accumulator */

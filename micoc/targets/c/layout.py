@@ -6,10 +6,11 @@ pixels in row-major order; each pixel holds its C channels packed LSB first
 in containers of 1/2/4/8 bits and is padded with zero bits to a whole
 32-bit word. A conv tap is then a word-aligned run of codes.
 
-Conv/linear weights are packed along the reduction dimension in tap-major
-order (kh, kw, cin): one row per output channel, padded to a word (PACKED),
-or, for the bit-serial kernels, per (cout, tap) one bit-plane per weight bit
-(PLANES).
+Conv/linear weights are laid out along the reduction dimension in tap-major
+order (kh, kw, cin): one packed row per output channel (PACKED, 8-bit
+containers), two output channels interleaved in 16-bit lanes (PAIRS, 1-4 bit
+containers) or, for the bit-serial kernel, one bit-plane per weight bit per
+output channel (PLANES).
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from micoc.ir.types import TensorType
 from micoc.numerics import container_bits, pack
 
 KIND_UNSIGNED, KIND_SIGNED, KIND_BINARY = 0, 1, 2
-WF_PACKED, WF_PLANES = 0, 1
+WF_PACKED, WF_PLANES, WF_PAIRS = 0, 1, 2
 
 
 @dataclass(frozen=True)
@@ -73,21 +74,19 @@ def tensor_layout(t: TensorType) -> TensorLayout:
 
 def use_planes(op: Op) -> bool:
     """Whether a conv/linear runs bit-serial (AND + popcount over bit-planes)
-    instead of the patch kernel. Measured on RV32IM (bench/c_rv32_kernels.py,
-    BENCHMARKS.md): bit-serial wins for a*w <= 2 (1.4-4.3 instructions per MAC
-    on a 3x3 conv vs ~5.5 for the patch kernel) and for 2x2 bits on kernels
-    with a long reduction (K = kh*kw*cin >= 128: 3.99 vs 5.58 on a 512-input
-    linear, but 8.45 vs 7.15 on a 64-input 1x1 conv, where the per-output
-    work dominates). Otherwise the popcounts (a*w + corrections per 32 MACs)
-    cost more than unpacking (e.g. w1a4: 8.0 bit-serial vs 5.5 patch). Needs
-    groups == 1 and enough channels to fill the plane words: cin >= 16 for
-    a*w <= 2, cin >= 32 for the others (ResNet-8 at 2x2 bits with 16-channel
-    layers ran 11.7 instructions/MAC bit-serial)."""
+    instead of a patch kernel: groups == 1 and both operands of at most 2 bits
+    (1 to 4 plane pairs per 32 MACs). Wider pairs cost more popcounts than the
+    patch kernels' unpacking (measured on RV32IM, bench/c_rv32_kernels.py)."""
     groups = op.attrs.get("groups", 1)
     a, w = op.operands[0].type.bits, op.operands[1].type.bits
-    cin = op.operands[1].type.shape[1]
-    taps = op.operands[1].type.shape[2] * op.operands[1].type.shape[3] if op.opname == "conv2d" else 1
-    return groups == 1 and ((cin >= 16 and a * w <= 2) or (cin >= 32 and a == w == 2 and taps * cin >= 128))
+    return groups == 1 and a <= 2 and w <= 2
+
+
+def weight_format(op: Op) -> int:
+    """PLANES (bit-serial), PACKED for 8-bit containers (read as int8), else PAIRS."""
+    if use_planes(op):
+        return WF_PLANES
+    return WF_PACKED if container_bits(op.operands[1].type.bits) == 8 else WF_PAIRS
 
 
 def conv_weight_rows(op: Op) -> tuple[np.ndarray, int, int, int]:
@@ -102,32 +101,55 @@ def conv_weight_rows(op: Op) -> tuple[np.ndarray, int, int, int]:
 
 
 def pack_conv_weights(op: Op) -> tuple[np.ndarray, int, int]:
-    """(uint32 words, format, words per row or per tap plane) of a conv/linear weight.
+    """(uint32 words, format, words per row, per plane or per channel pair) of a conv/linear weight.
 
-    PACKED: one row per output channel, its kh*kw*cin_g codes in (kh, kw, cin)
-    order packed as in numerics.pack (row padded to a word). PLANES: per
-    (cout, tap), one plane of ceil(cin_g/32) words per weight bit."""
+    Every format orders a row's K = kh*kw*cin_g codes (kh, kw, cin).
+    PACKED: one row per output channel packed as in numerics.pack (row padded
+    to a word). PLANES: per output channel, one plane of ceil(K/32) words per
+    weight bit (bit q of each code's two's complement; binary: bit 1 = +1).
+    PAIRS (containers c of 1, 2, 4 bits): output channels in pairs (2m, 2m+1);
+    word j of a pair holds n = 16/c codes k in [j n, (j+1) n) of channel 2m in
+    its low half and of channel 2m+1 in its high half, as u = w + 2^(c-1)
+    (binary: u = the bit, w = 2u - 1), LSB first; a missing channel 2m+1 is 0."""
     wt = op.operands[1].type
     codes, cout, taps, cin = conv_weight_rows(op)
-    rows = codes.reshape(cout * taps, cin)
-    if use_planes(op):
+    rows = codes.reshape(cout, taps * cin)
+    fmt = weight_format(op)
+    if fmt == WF_PLANES:
         if wt.elem == "qi1":
             planes = [(rows > 0).astype(np.int64)]
         else:
             u = rows & 0xFF  # two's complement; planes above bits-1 are sign copies
             planes = [(u >> q) & 1 for q in range(wt.bits)]
-        packed = np.stack([pack(p, 1, signed=False) for p in planes], axis=1)  # [rows, planes, ppw]
+        packed = np.stack([pack(p, 1, signed=False) for p in planes], axis=1)  # [cout, planes, wpt]
         return packed.reshape(-1).astype(np.uint32), WF_PLANES, packed.shape[2]
-    packed = pack(codes.reshape(cout, taps * cin), wt.bits, signed=True)  # one row per cout
-    return packed.reshape(-1).astype(np.uint32), WF_PACKED, packed.shape[1]
+    if fmt == WF_PACKED:
+        packed = pack(rows, wt.bits, signed=True)  # one row per cout
+        return packed.reshape(-1).astype(np.uint32), WF_PACKED, packed.shape[1]
+    c = container_bits(wt.bits)
+    n = 16 // c
+    u = (rows > 0).astype(np.int64) if wt.elem == "qi1" else rows + (1 << (c - 1))
+    k = rows.shape[1]
+    nw = -(-k // n)
+    half = np.zeros((2 * (-(-cout // 2)), nw * n), dtype=np.uint64)
+    half[:cout, :k] = u
+    shifts = np.arange(n, dtype=np.uint64) * np.uint64(c)
+    lanes = (half.reshape(-1, nw, n) << shifts).sum(axis=2)  # [2 * pairs, nw], 16-bit lanes
+    words = lanes[0::2] | (lanes[1::2] << np.uint64(16))
+    return words.reshape(-1).astype(np.uint32), WF_PAIRS, nw
 
 
 def conv_scratch_words(op: Op, wpt: int) -> int:
-    """Scratch of a conv/linear (mirrors mico_conv_scratch_words): the bit-planes of the
-    layer input (none for 1-bit inputs), or one output pixel's unpacked patch."""
+    """Scratch of a conv/linear (mirrors mico_conv_scratch_words). Bit-serial: the
+    bit-planes of the layer input (none for 1-bit inputs), the planes of one output
+    pixel's patch (abits + 1 planes of wpt + 1 words) and cout row sums. Patch kernels:
+    one output pixel's unpacked patch (the weight row's capacity of int32)."""
     x = tensor_layout(op.operands[0].type)
-    if not use_planes(op):
-        return wpt * (32 // container_bits(op.operands[1].type.bits))
-    if x.cbits == 1:
-        return 0
-    return x.h * x.w * x.bits * (-(-x.c // 32))
+    fmt = weight_format(op)
+    if fmt == WF_PACKED:
+        return wpt * 4
+    if fmt == WF_PAIRS:
+        return wpt * (16 // container_bits(op.operands[1].type.bits))
+    cout = op.operands[1].type.shape[0]
+    inp = 0 if x.cbits == 1 else x.h * x.w * x.bits * (-(-x.c // 32))
+    return inp + (x.bits + 1) * (wpt + 1) + cout
