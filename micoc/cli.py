@@ -459,34 +459,50 @@ def profile_check(target: str, config: str | None, kind: str, csv_paths: tuple[P
     click.echo(f"  exact     {res['exact_fraction']:.4f}")
 
 
+def search_options(fn):  # type: ignore[no-untyped-def]
+    """The options `micoc search` and `micoc compile --search` share."""
+    opts = [
+        click.option("--constraint", "constraint", multiple=True, metavar="METRIC=VALUE",
+                     help="Budget: bops=0.3 | latency=0.5 | weights=20KB | arena=12KB | latency=1.5e6cyc "
+                          "(repeatable; first is primary)."),
+        click.option("--evals", type=int, default=32, show_default=True, help="Evaluation budget."),
+        click.option("--searcher", default="mico", show_default=True, help="mico, random, uniform, greedy (or a plugin)."),
+        click.option("--eval", "evaluator", type=click.Choice(["ptq", "qat", "auto"]), default="auto",
+                     show_default=True, help="ptq; qat (brief fine-tune); auto = qat if any layer < 4 bits."),
+        click.option("--qat-epochs", type=float, default=1.0, show_default=True),
+        click.option("--exact", is_flag=True, help="Score with the integer interpreter instead of the torch executor."),
+        click.option("--qtypes", default=None, help="Bit widths to choose from, e.g. 2,4,8 or 2..8 (default per target)."),
+        click.option("--tie-wa", is_flag=True, help="Activation bits = weight bits in every layer."),
+        click.option("--pin-first-last", type=int, default=None, metavar="BITS", help="Fix the first and last layers."),
+        click.option("--config", default=None,
+                     help="vexii CPU configuration for the latency constraint: small, high (default), cacheless; "
+                          "CFG:bare prices GEMMs with the bare-kernel proxy."),
+        click.option("--test-data", type=click.Path(path_type=Path), default=None,
+                     help="Labelled data to report the winner on."),
+        click.option("--train-data", type=click.Path(path_type=Path), default=None, help="Labelled data for QAT."),
+        click.option("--split", default=None, metavar="TR,VA,TE",
+                     help="Cut --data into train/validation/test, e.g. 0.6,0.2,0.2."),
+        click.option("--seed", type=int, default=0, show_default=True),
+        click.option("--batch", type=int, default=1, show_default=True, help="Candidates evaluated per searcher step."),
+        click.option("--workers", type=int, default=1, show_default=True, help="Local evaluation processes."),
+        click.option("--scheduler", default=None, metavar="tcp://HOST:PORT",
+                     help="Evaluate on a dask.distributed cluster."),
+        click.option("--resume", is_flag=True, help="Continue the search journal in the output directory."),
+    ]
+    for opt in reversed(opts):
+        fn = opt(fn)
+    return fn
+
+
 @cli.command()
 @click.argument("model", type=click.Path(path_type=Path))
 @click.option("--target", required=True, type=click.Choice(["vexii", "bitfusion", "host"]),
               help="Target whose bit widths and cost model the search uses.")
 @click.option("--data", required=True, type=click.Path(path_type=Path),
               help="Labelled data (.npz: samples + 'y'); scores every candidate (validation).")
-@click.option("--constraint", "constraint", multiple=True, metavar="METRIC=VALUE",
-              help="Budget: bops=0.3 | latency=0.5 | weights=20KB | latency=1.5e6cyc (repeatable; first is primary).")
-@click.option("--evals", type=int, default=32, show_default=True, help="Evaluation budget.")
-@click.option("--searcher", default="mico", show_default=True, help="mico, random, uniform, greedy (or a plugin).")
-@click.option("--eval", "evaluator", type=click.Choice(["ptq", "qat", "auto"]), default="auto", show_default=True,
-              help="ptq; qat (brief fine-tune); auto = qat if any layer < 4 bits.")
-@click.option("--qat-epochs", type=float, default=1.0, show_default=True)
-@click.option("--exact", is_flag=True, help="Score with the integer interpreter instead of the torch executor.")
-@click.option("--qtypes", default=None, help="Bit widths to choose from, e.g. 2,4,8 or 2..8 (default per target).")
-@click.option("--tie-wa", is_flag=True, help="Activation bits = weight bits in every layer.")
-@click.option("--pin-first-last", type=int, default=None, metavar="BITS", help="Fix the first and last layers.")
-@click.option("--config", default=None, help="vexii CPU configuration (latency constraint).")
-@click.option("--test-data", type=click.Path(path_type=Path), default=None, help="Labelled data to report the winner on.")
-@click.option("--train-data", type=click.Path(path_type=Path), default=None, help="Labelled data for QAT.")
-@click.option("--split", default=None, metavar="TR,VA,TE", help="Cut --data into train/validation/test, e.g. 0.6,0.2,0.2.")
+@search_options
 @click.option("--calib", type=click.Path(path_type=Path), default=None, help="Calibration samples (default: from train/--data).")
 @click.option("--calib-method", type=click.Choice(["minmax", "percentile", "mse"]), default="minmax", show_default=True)
-@click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--batch", type=int, default=1, show_default=True, help="Candidates evaluated per searcher step.")
-@click.option("--workers", type=int, default=1, show_default=True, help="Local evaluation processes.")
-@click.option("--scheduler", default=None, metavar="tcp://HOST:PORT", help="Evaluate on a dask.distributed cluster.")
-@click.option("--resume", is_flag=True, help="Continue the journal in the output directory.")
 @click.option("-o", "--output", required=True, type=click.Path(path_type=Path), help="Output directory.")
 @pass_settings
 def search(settings: Settings, model: Path, **opts: object) -> None:
@@ -499,8 +515,9 @@ def search(settings: Settings, model: Path, **opts: object) -> None:
 @cli.command("compile")
 @click.argument("model", type=click.Path(path_type=Path))
 @click.option("--target", "target_name", required=True, help="Code generation target (see list-targets).")
-@click.option("--calib", required=True, type=click.Path(path_type=Path),
-              help="Calibration data (.npz keyed by input name, or .npy); dim 0 holds the samples.")
+@click.option("--calib", type=click.Path(path_type=Path), default=None,
+              help="Calibration data (.npz keyed by input name, or .npy); dim 0 holds the samples. "
+                   "Required unless --search (then default: from the training data / --data).")
 @click.option("--bits", default=None, metavar="wWaA", help="Uniform bits for every layer, e.g. w4a4.")
 @click.option("--scheme", type=click.Path(path_type=Path), default=None, help="Per-layer bits (JSON scheme file).")
 @click.option("--calib-method", type=click.Choice(["minmax", "percentile", "mse"]), default="minmax",
@@ -510,32 +527,55 @@ def search(settings: Settings, model: Path, **opts: object) -> None:
 @click.option("--run", "run_after", is_flag=True, help="Build and run the result on --input.")
 @click.option("--input", "input_path", type=click.Path(path_type=Path), default=None, help="Input for --run.")
 @click.option("--run-output", type=click.Path(path_type=Path), default=None, help="Where --run writes outputs.")
+@click.option("--search", "search_", is_flag=True,
+              help="Search the bits first (the `micoc search` options below), then compile the winner "
+                   "(with its QAT weights if QAT scored it); search outputs go to OUTPUT/search/.")
+@click.option("--data", type=click.Path(path_type=Path), default=None,
+              help="--search: labelled validation data (.npz: samples + 'y').")
+@search_options
 @pipeline_options
 @pass_settings
-def compile_(settings: Settings, model: Path, target_name: str, calib: Path, bits: str | None,
+def compile_(settings: Settings, model: Path, target_name: str, calib: Path | None, bits: str | None,
              scheme: Path | None, calib_method: str, calib_samples: int, output: Path, run_after: bool,
-             input_path: Path | None, run_output: Path | None, **popts: object) -> None:
+             input_path: Path | None, run_output: Path | None, search_: bool, data: Path | None,
+             **opts: object) -> None:
     """Compile MODEL for a target into an output directory (C project, IR, report.json)."""
     from micoc.datafiles import load_inputs, save_outputs
     from micoc.frontends.loader import load_model
     from micoc.passes import PassManager
     from micoc.targets import get_target
 
+    popts = {k: opts.pop(k) for k in ("dump_ir_after", "dump_ir_after_all", "no_verify", "time_passes")}
     target = get_target(target_name)
     if run_after and input_path is None:
         raise click.UsageError("--run needs --input")
-    passes = quantize_pipeline(bits, scheme, calib, calib_method, calib_samples) + target.default_pipeline()
-    pm = PassManager(passes, make_context(**popts))  # type: ignore[arg-type]
-    settings.log(f"pipeline: {pm.pipeline_string()}")
     t0 = time.perf_counter()
-    graph = load_model(model)
-    pm.run(graph)
-    target.check_support(graph)
-    report = target.emit(graph, output)
-    t1 = time.perf_counter()
-    target.build(output)
-    settings.log(f"emitted {output} in {t1 - t0:.2f} s, built in {time.perf_counter() - t1:.2f} s; "
-                 f"weights {report['weight_bytes']} B, arena {report['arena_bytes']} B")
+    if search_:
+        from micoc.search.command import SearchOptions, compile_search_command
+
+        if bits is not None or scheme is not None or data is None or not opts["constraint"]:
+            raise click.UsageError("--search needs --data and --constraint, and takes no --bits/--scheme")
+        o = SearchOptions(model=model, target=target_name, data=data, output=output, calib=calib,
+                          calib_method=calib_method, calib_samples=calib_samples or 256, **opts)  # type: ignore[arg-type]
+        report = compile_search_command(o, target_name, make_context(**popts),  # type: ignore[arg-type]
+                                        log=lambda m: click.echo(m, err=True))
+        graph = load_model(output / "model.mir")
+    else:
+        if data is not None or opts["constraint"]:
+            raise click.UsageError("--data and --constraint belong to --search")
+        if calib is None:
+            raise click.UsageError("--calib is required (unless --search)")
+        passes = quantize_pipeline(bits, scheme, calib, calib_method, calib_samples) + target.default_pipeline()
+        pm = PassManager(passes, make_context(**popts))  # type: ignore[arg-type]
+        settings.log(f"pipeline: {pm.pipeline_string()}")
+        graph = load_model(model)
+        pm.run(graph)
+        target.check_support(graph)
+        report = target.emit(graph, output)
+        t1 = time.perf_counter()
+        target.build(output)
+        settings.log(f"emitted {output} in {t1 - t0:.2f} s, built in {time.perf_counter() - t1:.2f} s; "
+                     f"weights {report['weight_bytes']} B, arena {report['arena_bytes']} B")
     if run_after:
         assert input_path is not None
         inputs = load_inputs(input_path, graph)

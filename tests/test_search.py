@@ -348,3 +348,60 @@ def test_cli_resume_after_kill_9(setup, tmp_path: Path) -> None:  # type: ignore
     assert (tmp_path / "full" / "pareto.csv").read_text() == (tmp_path / "killed" / "pareto.csv").read_text()
     assert (tmp_path / "full" / "best_scheme.json").read_text() == \
         (tmp_path / "killed" / "best_scheme.json").read_text()
+
+
+# -- micoc compile --search ---------------------------------------------------------------------
+
+
+def test_compile_search_builds_the_winner_with_its_qat_weights(setup, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """The build's IR and report carry the winning scheme, its weights are the QAT ones
+    (not what PTQ of the same scheme gives), and the compiled C program scores on the
+    validation data exactly what the search scored."""
+    from examples.data import mnist, save_npz
+    from micoc.cli import main
+    from micoc.frontends.loader import load_model
+    from micoc.scheme import load_scheme
+    from micoc.targets import get_target
+
+    _, data = setup
+    xtr, ytr = mnist("train")
+    val = save_npz(tmp_path / "val.npz", data.x_val[:100], data.y_val[:100])
+    train = save_npz(tmp_path / "train.npz", xtr[:256], ytr[:256])
+    out = tmp_path / "build"
+    args = ["compile", str(LENET), "--target", "host", "--search", "--data", str(val), "--train-data", str(train),
+            "--constraint", "bops=0.2", "--evals", "2", "--eval", "qat", "--qat-epochs", "0.25", "-o", str(out)]
+    assert main(args) == 0
+    scheme = load_scheme(out / "search" / "best_scheme.json")
+    rep = json.loads((out / "report.json").read_text())
+    assert {lay["name"]: (lay["wbits"], lay["abits"]) for lay in rep["layers"]} == scheme
+    q = load_model(out / "model.mir")
+    assert {op.layer: (op.attrs["wbits"], op.attrs["abits"]) for op in q.layers()} == scheme
+    srep = json.loads((out / "search" / "report.json").read_text())
+    (pred,) = get_target("host").run(out, [data.x_val[:100]])
+    assert float((pred.reshape(100, -1).argmax(1) == data.y_val[:100]).mean()) == srep["best"]["val_score"]
+    # PTQ of the same scheme (same calibration samples) has other weights.
+    ptq = tmp_path / "ptq"
+    assert main(["compile", str(LENET), "--target", "host", "--scheme", str(out / "search" / "best_scheme.json"),
+                 "--calib", str(train), "-o", str(ptq)]) == 0
+    wq, wp = np.load(out / "model.npz"), np.load(ptq / "model.npz")
+    assert sorted(wq.files) == sorted(wp.files)
+    assert any(not np.array_equal(wq[k], wp[k]) for k in wq.files if k.endswith("weight.q"))
+
+
+@pytest.mark.parametrize("extra, msg", [
+    (["--constraint", "bops=zero"], "bad constraint"),
+    (["--constraint", "arena=0.1"], "smallest achievable arena"),
+    (["--constraint", "latency=0.5"], "latency constraint needs"),
+])  # fmt: skip
+def test_compile_search_usage_errors_write_nothing(setup, tmp_path: Path, capsys, extra: list[str],  # type: ignore[no-untyped-def]
+                                                   msg: str) -> None:
+    from examples.data import save_npz
+    from micoc.cli import main
+
+    _, data = setup
+    val = save_npz(tmp_path / "val.npz", data.x_val[:50], data.y_val[:50])
+    out = tmp_path / "o"
+    assert main(["compile", str(LENET), "--target", "host", "--search", "--data", str(val), "--evals", "2",
+                 "-o", str(out), *extra]) == 2
+    assert msg in capsys.readouterr().err
+    assert not out.exists() and list(tmp_path.iterdir()) == [val]

@@ -12,7 +12,7 @@ import numpy as np
 
 from micoc.errors import InputError, UsageError
 
-__all__ = ["SearchOptions", "load_eval_data", "search_command"]
+__all__ = ["SearchOptions", "compile_search_command", "load_eval_data", "search_command"]
 
 
 @dataclass(frozen=True)
@@ -98,6 +98,12 @@ def load_eval_data(o: SearchOptions, graph):  # type: ignore[no-untyped-def]
 
 
 def search_command(o: SearchOptions, log=None) -> dict:  # type: ignore[no-untyped-def]
+    """`micoc search`: search, write the outputs to o.output, return the report."""
+    return _search(o, log)[1]
+
+
+def _search(o: SearchOptions, log=None):  # type: ignore[no-untyped-def]
+    """(the run's pieces: graph, space, constraints, evaluator, result; the report)."""
     from micoc.frontends.loader import load_model
     from micoc.passes import PassManager
     from micoc.search.constraints import constraints_from_text
@@ -108,8 +114,8 @@ def search_command(o: SearchOptions, log=None) -> dict:  # type: ignore[no-untyp
 
     if not o.constraint:
         raise UsageError("give a budget: --constraint bops=0.3 (or latency=, weights=)")
-    if o.target not in ("vexii", "bitfusion", "host"):
-        raise UsageError(f"unknown target '{o.target}' (vexii, bitfusion, host)")
+    if o.target not in ("vexii", "bitfusion", "host", "rv32"):
+        raise UsageError(f"unknown target '{o.target}' (vexii, bitfusion, host, rv32)")
     if o.config is not None and o.target != "vexii":
         raise UsageError("--config applies to --target vexii only")
     graph = load_model(o.model)
@@ -147,7 +153,58 @@ def search_command(o: SearchOptions, log=None) -> dict:  # type: ignore[no-untyp
                 + f" ({len(result.records)} evaluations, {rep['replayed']} from the journal, {secs:.1f} s)")
         for name, p in files.items():
             log(f"wrote {p}" + (" (" + name + ")" if name != "report" else ""))
-    return rep
+    return (graph, space, cs, ev, result), rep
+
+
+def compile_search_command(o: SearchOptions, target_name: str, pass_context=None, log=None,  # type: ignore[no-untyped-def]
+                           build: bool = True) -> dict:
+    """`micoc compile MODEL --search ...`: search (as `micoc search`), then compile the
+    winner for `target_name` into o.output, exactly as the search scored it: the
+    evaluator's bit-assigned, calibrated graph (QAT-fine-tuned weights when the
+    winner was scored with QAT; the fine-tune is seeded per scheme, so it is the
+    same model), then quantize and the target's pipeline.
+
+    Layout: o.output is the build (as `micoc compile -o`), the search's outputs and
+    journal are in o.output/search/ (so `--resume` continues an interrupted search).
+    Every usage error (constraints, target, data) is raised before anything is
+    written; the build replaces o.output atomically, carrying search/ along.
+    """
+    import dataclasses
+    import os
+    import shutil
+    import tempfile
+
+    from micoc.passes import PassManager
+    from micoc.passes.quantize import Quantize
+    from micoc.targets import get_target
+
+    target = get_target(target_name)
+    out = Path(o.output)
+    (graph, space, cs, ev, result), rep = _search(dataclasses.replace(o, output=out / "search"), log)
+    if result.best is None:
+        raise UsageError("no evaluated scheme satisfies the budget: nothing to compile "
+                         f"(search outputs in {out / 'search'})")
+    g = ev.prepared(result.best.scheme)
+    PassManager([Quantize(), *target.default_pipeline()], pass_context).run(g)
+    target.check_support(g)
+    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.", suffix=".build"))
+    try:
+        build_dir = tmp / "build"
+        report = target.emit(g, build_dir)
+        shutil.move(str(out / "search"), str(build_dir / "search"))
+        old = out.with_name(f".{out.name}.old.{os.getpid()}")
+        os.replace(out, old)
+        os.replace(build_dir, out)
+        shutil.rmtree(old, ignore_errors=True)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    if build:
+        target.build(out)
+    if log is not None:
+        b = result.best
+        log(f"compiled the winner ({'QAT' if ev.uses_qat(b.scheme) else 'PTQ'} weights) into {out}: "
+            f"weights {report['weight_bytes']} B, arena {report['arena_bytes']} B")
+    return {**report, "search": rep}
 
 
 class _progress_bar:
