@@ -173,28 +173,34 @@ def quantize_weights(
     _check_bits(bits)
     if method not in ("maxabs", "mse"):
         raise ValueError(f"unknown weight quantization method '{method}' (maxabs, mse)")
-    w64 = np.asarray(w, dtype=np.float64)
-    if not np.all(np.isfinite(w64)):
+    # Work on float32/float64 weights as given (widening per chunk is exact and
+    # gives the same float64 values as widening the whole tensor up front).
+    src = np.asarray(w)
+    if src.dtype not in (np.float32, np.float64):
+        src = src.astype(np.float64)
+    if not np.all(np.isfinite(src)):
         raise ValueError("weights must be finite")
     if per_channel:
-        if w64.ndim == 0:
+        if src.ndim == 0:
             raise ValueError("per-channel quantization needs at least 1-D weights")
-        ax = axis % w64.ndim
-        moved = np.moveaxis(w64, ax, 0)
+        ax = axis % src.ndim
+        moved = np.moveaxis(src, ax, 0)
         mat = moved.reshape(moved.shape[0], -1)
     else:
-        moved = w64
-        mat = w64.reshape(1, -1)
+        moved = src
+        mat = src.reshape(1, -1)
 
-    absw = np.abs(mat)
     if bits == 1:
+        absw = np.abs(mat.astype(np.float64))
         stat = absw.mean(axis=1) if mat.shape[1] else np.zeros(mat.shape[0])
         tensor_stat = float(absw.mean()) if absw.size else 0.0
         qmax = 1
     else:
         qmax = (1 << (bits - 1)) - 1
-        stat = absw.max(axis=1, initial=0.0) / qmax
-        tensor_stat = float(absw.max(initial=0.0)) / qmax
+        # max|w| per row without an |w| temporary: max(max w, -min w), exact
+        rowmax = np.maximum(mat.max(axis=1, initial=0.0), -mat.min(axis=1, initial=0.0)).astype(np.float64)
+        stat = rowmax / qmax
+        tensor_stat = float(rowmax.max(initial=0.0)) / qmax
 
     scale = stat.astype(np.float32)
     dead = ~(scale >= _F32_TINY) | ~np.isfinite(scale)
@@ -204,13 +210,15 @@ def quantize_weights(
     scale = np.where(dead, fallback, scale).astype(np.float32)
 
     if bits == 1:
-        q = np.where(mat >= 0, 1, -1)
+        q = np.where(mat >= 0, 1, -1).astype(np.int8)
+    elif method == "mse":
+        mat64 = mat.astype(np.float64)
+        scale = _mse_weight_scales(mat64, scale, dead, qmax)
+        q = _quantize_sym(mat64, scale, qmax).astype(np.int8)
     else:
-        if method == "mse":
-            scale = _mse_weight_scales(mat, scale, dead, qmax)
-        q = _quantize_sym(mat, scale, qmax)
+        q = _quantize_sym_int8(mat, scale, qmax)
 
-    q = q.astype(np.int8).reshape(moved.shape)
+    q = q.reshape(moved.shape)
     if per_channel:
         q = np.moveaxis(q, 0, ax)
     return q, scale
@@ -220,6 +228,33 @@ def _quantize_sym(mat: np.ndarray, scale: np.ndarray, qmax: int) -> np.ndarray:
     """Rows of ``mat`` by their float32 scale, narrow symmetric range, float64 math."""
     s = scale.astype(np.float64)[:, None]
     return np.clip(round_half_away(mat / s), -qmax, qmax)
+
+
+_CHUNK = 1 << 15  # elements per block of _quantize_sym_int8 (temporaries stay in cache)
+
+
+def _quantize_sym_int8(mat: np.ndarray, scale: np.ndarray, qmax: int) -> np.ndarray:
+    """``_quantize_sym(mat, scale, qmax).astype(int8)`` computed block by block
+    (same float64 quotient and exact round-half-away; no full-size float64
+    temporaries, which made weight quantization memory-bound)."""
+    rows, k = mat.shape
+    out = np.empty((rows, k), dtype=np.int8)
+    s = scale.astype(np.float64)
+    if k == 0:
+        return out
+    rstep = max(1, _CHUNK // k)
+    cstep = k if rstep > 1 else _CHUNK
+    for r in range(0, rows, rstep):
+        sr = s[r : r + rstep, None]
+        for c in range(0, k, cstep):
+            y = np.divide(mat[r : r + rstep, c : c + cstep], sr, dtype=np.float64)
+            t = np.trunc(y)
+            y -= t  # the exact fraction
+            t += y >= 0.5  # |frac| >= 0.5: one step away from zero
+            t -= y <= -0.5
+            np.clip(t, -qmax, qmax, out=t)
+            out[r : r + rstep, c : c + cstep] = t
+    return out
 
 
 def _mse_weight_scales(mat: np.ndarray, base: np.ndarray, dead: np.ndarray, qmax: int) -> np.ndarray:
@@ -675,7 +710,6 @@ def pack(q: np.ndarray, bits: int, signed: bool) -> np.ndarray:
         raise ValueError(f"pack expects a [rows, K] array, got shape {qa.shape}")
     if not np.issubdtype(qa.dtype, np.integer):
         raise TypeError(f"pack expects integer codes, got {qa.dtype}")
-    qa = qa.astype(np.int64)
     lo, hi = elem_range(bits, not signed)
     binary = bits == 1 and signed
     if qa.size and (qa.min() < lo or qa.max() > hi or (binary and np.any(qa == 0))):
@@ -684,12 +718,19 @@ def pack(q: np.ndarray, bits: int, signed: bool) -> np.ndarray:
     per = 32 // c
     rows, k = qa.shape
     nwords = -(-k // per)
-    fields = (qa > 0).astype(np.uint32) if binary else (qa & ((1 << c) - 1)).astype(np.uint32)
-    padded = np.zeros((rows, nwords * per), dtype=np.uint32)
-    padded[:, :k] = fields
-    shifts = (np.arange(per, dtype=np.uint32) * np.uint32(c))
-    parts = padded.reshape(rows, nwords, per) << shifts
-    return np.bitwise_or.reduce(parts, axis=2).astype(np.uint32)
+    # Fields (c <= 8 bits: two's complement or value) as bytes; 8 // c of them
+    # share a byte LSB first; 4 bytes make a little-endian word.
+    padded = np.zeros((rows, nwords * per), dtype=np.uint8)
+    if binary:
+        np.greater(qa, 0, out=padded[:, :k].view(np.bool_))
+    else:
+        padded[:, :k] = qa.astype(np.uint8, copy=False) & np.uint8((1 << c) - 1)
+    epb = 8 // c
+    fields = padded.reshape(rows, nwords * 4, epb)
+    byte = fields[:, :, 0].copy()
+    for e in range(1, epb):
+        byte |= fields[:, :, e] << np.uint8(e * c)
+    return byte.view("<u4").reshape(rows, nwords).astype(np.uint32)
 
 
 def unpack(words: np.ndarray, bits: int, K: int, signed: bool) -> np.ndarray:
@@ -738,16 +779,22 @@ class MinMaxObserver:
         self.sum_abs = 0.0
 
     def update(self, x: np.ndarray) -> None:
-        a = np.asarray(x, dtype=np.float64).reshape(-1)
+        a = np.asarray(x)
+        if a.dtype not in (np.float32, np.float64):
+            a = a.astype(np.float64)
+        a = a.reshape(-1)
         if a.size == 0:
             return
-        if not np.all(np.isfinite(a)):
+        # min/max of float32 data are exact in float64; a nan or inf shows in them
+        lo, hi = float(a.min()), float(a.max())
+        if not (math.isfinite(lo) and math.isfinite(hi)):
             raise ValueError("calibration data must be finite (found inf or nan)")
-        self.min = min(self.min, float(a.min()))
-        self.max = max(self.max, float(a.max()))
+        self.min = min(self.min, lo)
+        self.max = max(self.max, hi)
         self.count += a.size
-        self.sum_abs += float(np.abs(a).sum())
-        self._update_more(np.abs(a))
+        absx = np.abs(a, dtype=np.float64)  # |x| in float64, as the sum below has always used
+        self.sum_abs += float(absx.sum())
+        self._update_more(absx)
 
     def _update_more(self, absx: np.ndarray) -> None:
         pass
