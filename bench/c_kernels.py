@@ -1,11 +1,17 @@
-"""C backend on the host: latency of the compiled networks vs onnxruntime fp32, and
-compile time of ResNet-18 (ONNX -> emitted C -> host binary).
+"""C backend on the host: latency of the compiled networks vs onnxruntime fp32 and
+int8, and compile time of ResNet-18 (ONNX -> emitted C -> host binary).
 
-- latency: W8A8 (and lower bit widths) LeNet-5 and ResNet-18-style, one
-  inference at a time in a timing harness linked with the emitted model
-  (median over repeats), vs onnxruntime fp32 with one thread;
-- compile time: `micoc compile`'s stages for ResNet-18 (import +
-  quantize pipeline, emit, cc), medians.
+- latency: W8A8 (and lower bit widths) LeNet-5 (1x28x28) and the
+  ResNet-18-style example network (3x32x32, CIFAR stem), one inference at a
+  time on the same input, vs onnxruntime fp32 and onnxruntime int8
+  (`quantize_static`, QDQ, uint8 activations, per-channel int8 weights,
+  calibrated on the same 8 samples micoc calibrates on), all single thread.
+  The candidates run side by side in one run: rounds of (C, onnxruntime
+  fp32, onnxruntime int8), each round a few timed repeats; the table has the
+  medians over all repeats, and the ratios C / onnxruntime;
+- compile time: `micoc compile`'s stages for ResNet-18 (import, the
+  quantize pipeline pass by pass with 8 calibration samples, emit, cc),
+  medians of 3.
 
     python bench/c_kernels.py            # print the tables
     python bench/c_kernels.py --write    # ... and record them in BENCHMARKS.md
@@ -28,6 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from record import machine, write_section  # noqa: E402
 
 SECTION = "## C backend on the host (latency, compile time)"
+CALIB_SAMPLES = 8
 
 TIMING_MAIN = r"""
 #define _POSIX_C_SOURCE 199309L
@@ -49,11 +56,9 @@ static double now(void)
 int main(int argc, char **argv)
 {
     int reps = argc > 1 ? atoi(argv[1]) : 20, inner = argc > 2 ? atoi(argv[2]) : 1, r, i;
-    unsigned s = 1;
-    for (i = 0; i < MICO_MODEL_INPUT_SIZE; i++) {
-        s = s * 1103515245u + 12345u;
-        in_buf[i] = (float)((s >> 8) & 0xFFFF) / 32768.0f - 1.0f;
-    }
+    FILE *f = argc > 3 ? fopen(argv[3], "rb") : NULL;
+    if (!f || fread(in_buf, sizeof(float), MICO_MODEL_INPUT_SIZE, f) != MICO_MODEL_INPUT_SIZE) return 2;
+    fclose(f);
     mico_model_run(in_buf, out_buf);
     for (r = 0; r < reps; r++) {
         double t0 = now();
@@ -65,60 +70,105 @@ int main(int argc, char **argv)
 """
 
 
-def quantize(onnx_path: Path, bits: str, calib: np.ndarray):  # type: ignore[no-untyped-def]
+def quantize(onnx_path: Path, bits: str, calib: np.ndarray, times: dict[str, float] | None = None):  # type: ignore[no-untyped-def]
+    """Import and run the quantize pipeline; `times` gets each stage's seconds."""
     from micoc.frontends.onnx import import_onnx
     from micoc.passes import PassContext, PassManager
 
+    t0 = time.perf_counter()
     g = import_onnx(onnx_path)
+    t1 = time.perf_counter()
     ctx = PassContext(data={"calibration": {g.inputs[0].name: calib}})
     PassManager.from_string(f"canonicalize,assign-bits{{bits={bits}}},calibrate,quantize", ctx).run(g)
+    if times is not None:
+        times["import ONNX"] = t1 - t0
+        for name, t in ctx.timings:  # each pass including the verifier after it
+            times[name] = times.get(name, 0.0) + t
     return g
 
 
-def c_latency(graph, outdir: Path, reps: int, inner: int) -> float:  # type: ignore[no-untyped-def]
+def build_c(graph, outdir: Path, cflags: list[str]) -> Path:  # type: ignore[no-untyped-def]
+    """Emit `graph` and link it with the timing harness (the host target's flags)."""
     from micoc.targets import get_target
-    from micoc.targets.host import CFLAGS
 
-    host = get_target("host")
-    host.emit(graph, outdir)
+    get_target("host").emit(graph, outdir)
     (outdir / "bench_main.c").write_text(TIMING_MAIN)
-    cmd = ["cc", *[f for f in CFLAGS if f != "-pedantic"], f"-Wa,-I{outdir}", "-o", "bench",
+    cmd = ["cc", *[f for f in cflags if f != "-pedantic"], f"-Wa,-I{outdir}", "-o", "bench",
            "model.c", "weights.c", "mico_rt.c", "bench_main.c"]
     subprocess.run(cmd, cwd=outdir, check=True)
-    out = subprocess.run([str(outdir / "bench"), str(reps), str(inner)], capture_output=True, text=True,
+    return outdir / "bench"
+
+
+def c_times(exe: Path, x_path: Path, reps: int, inner: int) -> list[float]:
+    out = subprocess.run([str(exe), str(reps), str(inner), str(x_path)], capture_output=True, text=True,
                          check=True).stdout
-    return statistics.median(float(v) for v in out.split())
+    return [float(v) for v in out.split()]
 
 
-def ort_latency(path: Path, x: np.ndarray, reps: int, inner: int) -> float:
-    import onnxruntime as ort
+class OrtRunner:
+    """One single-threaded onnxruntime session (CPU provider, all graph optimizations)."""
 
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = 1
-    opts.inter_op_num_threads = 1
-    sess = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
-    name = sess.get_inputs()[0].name
-    sess.run(None, {name: x})
-    times = []
-    for _ in range(reps):
-        t0 = time.perf_counter()
-        for _ in range(inner):
-            sess.run(None, {name: x})
-        times.append((time.perf_counter() - t0) / inner)
-    return statistics.median(times)
+    def __init__(self, path: Path, x: np.ndarray) -> None:
+        import onnxruntime as ort
+
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = 1
+        opts.inter_op_num_threads = 1
+        self.sess = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+        self.feed = {self.sess.get_inputs()[0].name: x}
+        self.sess.run(None, self.feed)
+
+    def times(self, reps: int, inner: int) -> list[float]:
+        out = []
+        for _ in range(reps):
+            t0 = time.perf_counter()
+            for _ in range(inner):
+                self.sess.run(None, self.feed)
+            out.append((time.perf_counter() - t0) / inner)
+        return out
+
+
+def ort_int8(path: Path, calib: np.ndarray, out: Path) -> Path:
+    """onnxruntime's static int8 quantization of `path`, calibrated on `calib` (QDQ,
+    uint8 activations, per-channel int8 weights: onnxruntime's recommended x86 setting)."""
+    from onnxruntime.quantization import (
+        CalibrationDataReader,
+        QuantFormat,
+        QuantType,
+        quantize_static,
+    )
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    class Reader(CalibrationDataReader):
+        def __init__(self, name: str) -> None:
+            self.it = iter([{name: s[None]} for s in calib])
+
+        def get_next(self) -> dict[str, np.ndarray] | None:
+            return next(self.it, None)
+
+    pre = out.with_name(out.stem + "_pre.onnx")
+    quant_pre_process(str(path), str(pre))
+    quantize_static(str(pre), str(out), Reader("x"), quant_format=QuantFormat.QDQ, per_channel=True,
+                    activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--repeat", type=int, default=15)
+    ap.add_argument("--rounds", type=int, default=5, help="interleaved rounds (C, ort fp32, ort int8)")
+    ap.add_argument("--repeat", type=int, default=5, help="timed repeats per candidate and round")
     ap.add_argument("--write", action="store_true", help="record the tables in BENCHMARKS.md")
     args = ap.parse_args(argv)
+
+    import logging
 
     import torch
 
     torch.set_num_threads(1)
+    logging.getLogger().setLevel(logging.ERROR)  # onnxruntime.quantization's advice on stderr
     from examples.export import export_onnx
     from examples.models import MODELS, build
+    from micoc.targets.host import CFLAGS
 
     lat_rows: list[str] = []
     comp_rows: list[str] = []
@@ -127,14 +177,25 @@ def main(argv: list[str] | None = None) -> int:
         for name, inner, schemes in (("lenet5", 200, ("w8a8", "w4a4", "w2a2", "w1a1")),
                                      ("resnet18", 1, ("w8a8", "w4a4", "w2a2", "w1a1"))):
             shape = MODELS[name][1]
-            x = torch.randn(shape, generator=torch.Generator().manual_seed(0))
-            path = export_onnx(build(name, seed=0), x, tmp / f"{name}.onnx", "torchscript", optimize=True)
-            calib = np.random.default_rng(0).standard_normal((8, *shape[1:])).astype(np.float32)
-            t_ort = ort_latency(path, x.numpy(), args.repeat, inner)
+            x = torch.randn(shape, generator=torch.Generator().manual_seed(0)).numpy()
+            path = export_onnx(build(name, seed=0), torch.from_numpy(x), tmp / f"{name}.onnx", "torchscript",
+                               optimize=True)
+            calib = np.random.default_rng(0).standard_normal((CALIB_SAMPLES, *shape[1:])).astype(np.float32)
+            x_path = tmp / f"{name}_x.bin"
+            x.astype("<f4").tofile(x_path)
+            fp32 = OrtRunner(path, x)
+            int8 = OrtRunner(ort_int8(path, calib, tmp / f"{name}_int8.onnx"), x)
+            exes = {bits: build_c(quantize(path, bits, calib), tmp / f"{name}_{bits}", CFLAGS) for bits in schemes}
+            t: dict[str, list[float]] = {k: [] for k in ("fp32", "int8", *schemes)}
+            for _ in range(args.rounds):
+                for bits, exe in exes.items():
+                    t[bits] += c_times(exe, x_path, args.repeat, inner)
+                t["fp32"] += fp32.times(args.repeat, inner)
+                t["int8"] += int8.times(args.repeat, inner)
+            m = {k: statistics.median(v) for k, v in t.items()}
             for bits in schemes:
-                g = quantize(path, bits, calib)
-                t_c = c_latency(g, tmp / f"{name}_{bits}", args.repeat, inner)
-                lat_rows.append(f"| {name} | {bits} | {1e3 * t_c:.3f} | {1e3 * t_ort:.3f} | {t_c / t_ort:.2f}x |")
+                lat_rows.append(f"| {name} | {bits} | {1e3 * m[bits]:.3f} | {1e3 * m['fp32']:.3f} "
+                                f"| {1e3 * m['int8']:.3f} | {m[bits] / m['fp32']:.2f}x | {m[bits] / m['int8']:.2f}x |")
                 print(lat_rows[-1], flush=True)
 
         # compile time of ResNet-18: ONNX -> quantized IR -> emitted C -> host binary
@@ -142,25 +203,26 @@ def main(argv: list[str] | None = None) -> int:
 
         host = get_target("host")
         path = tmp / "resnet18.onnx"
-        calib = np.random.default_rng(0).standard_normal((8, 3, 32, 32)).astype(np.float32)
-        stages: dict[str, list[float]] = {"import + quantize (w8a8)": [], "emit C": [], "cc (host binary)": []}
+        calib = np.random.default_rng(0).standard_normal((CALIB_SAMPLES, 3, 32, 32)).astype(np.float32)
+        runs: list[dict[str, float]] = []
         for i in range(3):
+            times: dict[str, float] = {}
             t0 = time.perf_counter()
-            g = quantize(path, "w8a8", calib)
+            g = quantize(path, "w8a8", calib, times)
             t1 = time.perf_counter()
             host.emit(g, tmp / f"r18_{i}")
             t2 = time.perf_counter()
             host.build(tmp / f"r18_{i}")
             t3 = time.perf_counter()
-            stages["import + quantize (w8a8)"].append(t1 - t0)
-            stages["emit C"].append(t2 - t1)
-            stages["cc (host binary)"].append(t3 - t2)
-        total = 0.0
-        for k, v in stages.items():
-            m = statistics.median(v)
-            total += m
-            comp_rows.append(f"| {k} | {m:.2f} |")
-        comp_rows.append(f"| total (ONNX -> binary) | {total:.2f} |")
+            times["emit C"] = t2 - t1
+            times["ONNX -> C (total)"] = t2 - t0
+            times["cc (host binary)"] = t3 - t2
+            times["ONNX -> binary (total)"] = t3 - t0
+            runs.append(times)
+        for k in runs[0]:
+            med = statistics.median(r[k] for r in runs)
+            label = k if " " in k or k.startswith("import") else f"pass {k} (+ verify)"
+            comp_rows.append(f"| {label} | {med:.2f} |")
         print("\n".join(comp_rows))
 
     section = "\n".join([
@@ -168,20 +230,25 @@ def main(argv: list[str] | None = None) -> int:
         "",
         f"`python bench/c_kernels.py --write` on {machine()}.",
         "",
-        "Latency of one inference (median of repeats): the emitted C built with",
-        "`cc -O2 -ffp-contract=off` (the portable C the rv32im build runs; gcc may auto-vectorize with SSE2) vs",
-        "onnxruntime fp32 with one thread (which uses AVX2/FMA GEMMs). Ratio = C / onnxruntime.",
-        "The machine is shared: latencies vary ~2x between runs (see the load average).",
+        "Latency of one inference on the same input, all single thread: the emitted C built with the host",
+        f"target's flags (`cc {' '.join(f for f in CFLAGS if f != '-pedantic')}`) in a timing harness, vs",
+        "onnxruntime fp32 and onnxruntime int8 (`quantize_static`: QDQ, uint8 activations, per-channel",
+        f"int8 weights, calibrated on the same {CALIB_SAMPLES} samples as micoc; onnxruntime fuses QDQ into its",
+        "int8 kernels). resnet18 is the example ResNet-18-style network at 3x32x32 with the CIFAR stem",
+        "(3x3 stride-1 conv, no max pooling: 0.56 GMAC, 16x the torchvision stem at this input size).",
+        f"Medians over {args.rounds} interleaved rounds x {args.repeat} repeats (C, onnxruntime fp32, int8",
+        "side by side, so load drift hits all alike); ratio = C / onnxruntime (above 1: C slower).",
         "",
-        "| network | scheme | C ms | onnxruntime fp32 ms | ratio |",
-        "|---|---|---|---|---|",
+        "| network | scheme | C ms | onnxruntime fp32 ms | onnxruntime int8 ms | C / fp32 | C / int8 |",
+        "|---|---|---:|---:|---:|---:|---:|",
         *lat_rows,
         "",
-        "Compile time of ResNet-18 (11M parameters; seconds, median of 3; the runtime object",
-        "is cached after the first build, weights above 1 MiB go through `.incbin`):",
+        f"Compile time of ResNet-18 (11M parameters, W8A8, {CALIB_SAMPLES} calibration samples; seconds,",
+        "median of 3, in one process: Python start-up and imports excluded; the runtime object is cached",
+        "after the first build, weights above 1 MiB go through `.incbin`):",
         "",
         "| stage | s |",
-        "|---|---|",
+        "|---|---:|",
         *comp_rows,
     ])
     if args.write:
