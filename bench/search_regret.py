@@ -161,19 +161,23 @@ def oracle(space: SearchSpace, cs, ev: CachedEvaluator, n: int = N_ORACLE) -> di
             "median_val": float(np.median(vals)), "frac": float(cs.fractions(schemes[b][None])[0, 0])}
 
 
-def code_version() -> str:
-    """Runs are reused only while the searchers' code is unchanged."""
-    src = (ROOT / "micoc" / "search" / "searchers.py").read_bytes()
-    return hashlib.sha256(src).hexdigest()[:12]
+def code_version(name: str) -> str:
+    """Runs are reused only while the searcher's code (its class and the base class) is unchanged."""
+    import inspect
+
+    from micoc.search.searchers import Searcher, available_searchers
+
+    src = inspect.getsource(Searcher) + inspect.getsource(available_searchers()[name])
+    return hashlib.sha256(src.encode()).hexdigest()[:12]
 
 
 def runs(key: str, space, cs, ev, g, searchers: list[str], seeds: list[int]) -> list[dict]:  # type: ignore[no-untyped-def]
     """One search per (searcher, seed), cached in CACHE/<model>/runs.jsonl (resumable)."""
     path = CACHE / key / "runs.jsonl"
-    ver = code_version()
+    ver = {n: code_version(n) for n in searchers}
     done = {}
     for r in map(json.loads, path.read_text().splitlines() if path.exists() else []):
-        if r.get("code") == ver:
+        if r["searcher"] in ver and r.get("code") == ver[r["searcher"]]:
             done[(r["searcher"], r["seed"])] = r
     out = []
     for seed in seeds:
@@ -184,7 +188,7 @@ def runs(key: str, space, cs, ev, g, searchers: list[str], seeds: list[int]) -> 
                 e0 = sum(ev.eval_seconds)
                 res = run_search(g, space, cs, ev, searcher=name, evals=EVALS, seed=seed)
                 secs = time.perf_counter() - t0 - (sum(ev.eval_seconds) - e0)
-                rec = {"searcher": name, "seed": seed, "code": ver, "best_val": res.best.score,
+                rec = {"searcher": name, "seed": seed, "code": ver[name], "best_val": res.best.score,
                        "test": res.test_score, "bops": res.best.of_int8["bops"],
                        "scheme": res.best.scheme.tolist(), "n": len(res.records),
                        "searcher_seconds": secs, "new_evals": len(ev.eval_seconds) - n0}
