@@ -151,11 +151,44 @@ def do_runs(g, space, cs, ev, key: str, searchers: list[str], seeds: list[int]) 
                   f"({rec['new_evals']} new evaluations, {rec['seconds']:.0f} s)", file=sys.stderr, flush=True)
 
 
+def measured_rv32(schemes: list[list[list[int]]], space: SearchSpace) -> dict[str, float]:
+    """Exact RV32IM instructions of one inference of each scheme's build (micoc's portable
+    runtime, `micoc compile --target rv32` + `micoc run --report`), as a fraction of w8a8;
+    cached in CACHE/rv32.json (instruction counts do not depend on the weights' values
+    much, so PTQ builds stand in for the QAT ones)."""
+    import subprocess
+    import tempfile
+
+    from examples import data as D
+
+    path = CACHE / "rv32.json"
+    done = json.loads(path.read_text()) if path.exists() else {}
+    todo = [s for s in [[[8, 8]] * space.n_layers, *schemes] if fmt_scheme(s) not in done]
+    with tempfile.TemporaryDirectory() as tmp:
+        t = Path(tmp)
+        x, _ = D.mnist("train")
+        np.savez(t / "calib.npz", x=x[:256])
+        np.savez(t / "x.npz", x=x[:1])
+        for s in todo:
+            (t / "s.json").write_text(json.dumps({n: {"w": w, "a": a} for n, (w, a) in zip(space.layers, s, strict=True)}))
+            cmd = [sys.executable, "-m", "micoc"]
+            subprocess.run([*cmd, "compile", str(ROOT / "examples" / "lenet5.onnx"), "--target", "rv32", "--calib",
+                            str(t / "calib.npz"), "--scheme", str(t / "s.json"), "-o", str(t / "b")], check=True,
+                           capture_output=True)
+            subprocess.run([*cmd, "run", str(t / "b"), "--input", str(t / "x.npz"), "-o", str(t / "y.npz"),
+                            "--report", str(t / "r.json")], check=True, capture_output=True)
+            done[fmt_scheme(s)] = json.loads((t / "r.json").read_text())["instructions"]
+            path.write_text(json.dumps(done, indent=1))
+    ref = done[fmt_scheme([[8, 8]] * space.n_layers)]
+    return {k: v / ref for k, v in done.items()}
+
+
 def fmt_scheme(s: list[list[int]]) -> str:
     return " ".join(f"w{w}a{a}" for w, a in s)
 
 
-def table(runs: dict, cs, ev, budget: float, config: str, epochs: float, seeds: list[int]) -> str:  # type: ignore[no-untyped-def]
+def table(runs: dict, cs, ev, budget: float, config: str, epochs: float, seeds: list[int],  # type: ignore[no-untyped-def]
+          measure: bool = False) -> str:
     secs = [json.loads(line).get("seconds") for line in ev.path.read_text().splitlines()] if ev.path.exists() else []
     secs = [s for s in secs if s]
     lo = float(cs.values("latency", cs.space.uniform(1)[None])[0] / cs.reference("latency"))
@@ -171,7 +204,9 @@ def table(runs: dict, cs, ev, budget: float, config: str, epochs: float, seeds: 
         "Objective: validation top-1; the winner's test top-1 is reported, never used to choose. `uniform`",
         "evaluates every feasible uniform (w, a) pair (deterministic: one run) = the best uniform scheme.",
         "Predicted latency = the winner's latency under the constraint's model, as a fraction of INT8;",
-        f"in brackets the same scheme under the other vexii GEMM proxy (`--config {other}`).",
+        f"in brackets the same scheme under the other vexii GEMM proxy (`--config {other}`). `rv32` after a",
+        "winner: exact RV32IM instructions of its build with micoc's portable runtime (what `--target vexii`",
+        "runs today; `micoc compile --target rv32`, `micoc run --report`) as a fraction of w8a8's.",
         "",
     ]
     if config.endswith(":bare"):
@@ -192,6 +227,7 @@ def table(runs: dict, cs, ev, budget: float, config: str, epochs: float, seeds: 
         "|---|---|---|---|---|---|---|",
     ]
     by = runs
+    rv32 = measured_rv32([r["scheme"] for r in runs.values() if r["scheme"]], cs.space) if measure else {}
     for name in ("mico", "random", "greedy", "uniform"):
         rs = [by[(name, s)] for s in seeds if (name, s) in by]
         if not rs:
@@ -201,7 +237,8 @@ def table(runs: dict, cs, ev, budget: float, config: str, epochs: float, seeds: 
             lines.append(f"| {name} | {len(rs)} | no feasible winner | | | | |")
             continue
         vals = [r["best_val"] for r in ok]
-        winners = "; ".join(f"s{r['seed']}: {fmt_scheme(r['scheme'])} (val {r['best_val']:.3f}, test {r['test']:.3f})"
+        winners = "; ".join(f"s{r['seed']}: {fmt_scheme(r['scheme'])} (val {r['best_val']:.3f}, test {r['test']:.3f}"
+                            + (f", rv32 {rv32[fmt_scheme(r['scheme'])]:.2f}" if rv32 else "") + ")"
                             for r in ok)
         lines.append(f"| {name} | {len(rs)} | {np.median(vals):.4f} | {np.mean(vals):.4f} | "
                      f"{np.median([r['test'] for r in ok]):.4f} | {np.median([r['latency'] for r in ok]):.3f} "
@@ -229,6 +266,7 @@ if __name__ == "__main__":
     ap.add_argument("--seeds", default="0,1,2,3,4")
     ap.add_argument("--searchers", default="mico,random,greedy,uniform")
     ap.add_argument("--table-only", action="store_true")
+    ap.add_argument("--measure", action="store_true", help="also measure each winner's rv32 instructions")
     ap.add_argument("--write", action="store_true", help="record the section in BENCHMARKS.md")
     args = ap.parse_args()
     seeds = [int(s) for s in args.seeds.split(",")]
@@ -237,7 +275,7 @@ if __name__ == "__main__":
     key = run_key(args.budget, args.config, args.qat_epochs)
     if not args.table_only:
         do_runs(g, space, cs, ev, key, args.searchers.split(","), seeds)
-    text = table(load_runs(key), cs, ev, args.budget, args.config, args.qat_epochs, seeds)
+    text = table(load_runs(key), cs, ev, args.budget, args.config, args.qat_epochs, seeds, args.measure)
     print(text)
     if args.write:
         write_section(text)
