@@ -87,7 +87,7 @@ static void wr_begin(writer *wr, const mico_tensor *t, int32_t pix)
     wr->kind = t->kind;
 }
 
-static void wr_put(writer *wr, int32_t v)
+static inline void wr_put(writer *wr, int32_t v)
 {
     wr->cur |= encode(v, wr->cbits, wr->kind) << wr->sh;
     wr->sh += wr->cbits;
@@ -140,6 +140,38 @@ int32_t mico_requant(int64_t acc, int32_t m, int32_t s, int32_t lo, int32_t hi, 
     if (v < lo) return lo;
     if (v > hi) return hi;
     return (int32_t)v;
+}
+
+/* mico_requant for |acc| < 2^31 in 32-bit halves (the kernels' hot path):
+ * the same single rounding of acc * m / 2^s (0 <= m < 2^31, 0 <= s <= 62),
+ * magnitudes of 2^32 and more saturate (they clamp the same). */
+static inline int32_t requant32(int32_t acc, int32_t m, int32_t s, int32_t lo, int32_t hi, int binary)
+{
+    uint32_t u = acc < 0 ? 0u - (uint32_t)acc : (uint32_t)acc, r;
+    uint64_t t;
+    uint32_t th, tl;
+    int32_t v;
+    if (binary) return (acc >= 0 || m == 0) ? 1 : -1;
+    t = (uint64_t)u * (uint32_t)m;
+    th = (uint32_t)(t >> 32);
+    tl = (uint32_t)t;
+    if (s >= 33) {
+        r = (th + (1u << (s - 33))) >> (s - 32); /* th < 2^30: no carry out */
+    } else if (s == 32) {
+        r = th + (tl >> 31);
+    } else if (s == 0) {
+        r = th ? 0xFFFFFFFFu : tl;
+    } else {
+        uint32_t b = 1u << (s - 1), l = tl + b, h = th + (l < b);
+        r = (h >> s) ? 0xFFFFFFFFu : (l >> s) | (h << (32 - s));
+    }
+    if (acc < 0) {
+        if (r > 0x80000000u) r = 0x80000000u;
+        v = (int32_t)(0u - r);
+    } else {
+        v = (int32_t)(r > 0x7FFFFFFFu ? 0x7FFFFFFFu : r);
+    }
+    return v < lo ? lo : v > hi ? hi : v;
 }
 
 int32_t mico_avg_divide(int64_t total, int32_t count)
@@ -213,6 +245,16 @@ void mico_conv2d_ref(const mico_tensor *x, const mico_tensor *y, const mico_conv
 
 /* ----------------------------------------------------- conv: patch kernels */
 
+/* The inner dot loops stay out of line: inlined into the pixel loops they
+ * lose registers to them (measured on rv32im). */
+#if defined(__GNUC__) && !defined(__clang__)
+#define MICO_NOINLINE __attribute__((noinline))
+#define MICO_HOT __attribute__((noinline, optimize("sched-pressure")))
+#else
+#define MICO_NOINLINE
+#define MICO_HOT
+#endif
+
 #if defined(__BYTE_ORDER__) && defined(__ORDER_LITTLE_ENDIAN__) && __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
 #error "mico_rt: the weight blob holds little-endian words (8-bit weights are read as bytes)"
 #endif
@@ -271,7 +313,7 @@ static void build_patch(const mico_tensor *x, const mico_conv *p, int32_t oy, in
  * fits int32 (the quantize pass widens the accumulator otherwise). */
 #define W8(e) v = (uint32_t)x[e]; a0 += v * (uint32_t)r0[e]; a1 += v * (uint32_t)r1[e]; \
               a2 += v * (uint32_t)r2[e]; a3 += v * (uint32_t)r3[e]
-static void dot_w8x4(const int32_t *x, const int8_t *r0, int32_t rs, int32_t n, uint32_t *out)
+MICO_NOINLINE static void dot_w8x4(const int32_t *x, const int8_t *r0, int32_t rs, int32_t n, uint32_t *out)
 {
     const int8_t *r1 = r0 + rs, *r2 = r1 + rs, *r3 = r2 + rs;
     uint32_t a0 = 0, a1 = 0, a2 = 0, a3 = 0, v;
@@ -303,8 +345,16 @@ static uint32_t dot_w8(const int32_t *x, const int8_t *r, int32_t n)
         s0 += (uint32_t)lo_;                              \
         s1 += (uint32_t)((int32_t)((t) - (uint32_t)lo_) >> 16); \
     }
-#define PAIRS_FN(NAME, C, STEPS)                                                                   \
-    static void NAME(const int32_t *x, const uint32_t *w0, const uint32_t *w1, int32_t nw,       \
+/* Four codes per step, the words shifted in place (a short dependency chain
+ * keeps the scheduler from hoisting every load: no spills on rv32). */
+#define PS4(C)                                                                          \
+    xv = (uint32_t)x[0]; t0 += xv * (v0 & m); t1 += xv * (v1 & m); v0 >>= (C); v1 >>= (C); \
+    xv = (uint32_t)x[1]; t0 += xv * (v0 & m); t1 += xv * (v1 & m); v0 >>= (C); v1 >>= (C); \
+    xv = (uint32_t)x[2]; t0 += xv * (v0 & m); t1 += xv * (v1 & m); v0 >>= (C); v1 >>= (C); \
+    xv = (uint32_t)x[3]; t0 += xv * (v0 & m); t1 += xv * (v1 & m); v0 >>= (C); v1 >>= (C); \
+    x += 4;
+#define PAIRS_FN(NAME, C)                                                                          \
+    MICO_HOT static void NAME(const int32_t *x, const uint32_t *w0, const uint32_t *w1, int32_t nw,       \
                      int32_t kbw, uint32_t *out)                                                  \
     {                                                                                             \
         const uint32_t m = MASK(C) * 0x00010001u;                                                 \
@@ -313,20 +363,23 @@ static uint32_t dot_w8(const int32_t *x, const int8_t *r, int32_t n)
         while (j < nw) {                                                                          \
             int32_t end = nw - j > kbw ? j + kbw : nw;                                            \
             uint32_t t0 = 0, t1 = 0;                                                              \
-            for (; j < end; j++, x += 16 / (C)) {                                                 \
+            for (; j < end; j++) {                                                                \
                 uint32_t v0 = w0[j], v1 = w1[j], xv;                                              \
-                STEPS                                                                             \
+                const int32_t *xe = x + 16 / (C);                                                 \
+                do {                                                                              \
+                    PS4(C)                                                                        \
+                    if ((C) < 4) { PS4(C) }                                                       \
+                    if ((C) < 2) { PS4(C) PS4(C) }                                                \
+                } while (x != xe);                                                                \
             }                                                                                     \
             LANES(t0, s0, s1);                                                                    \
             LANES(t1, s2, s3);                                                                    \
         }                                                                                         \
         out[0] = s0; out[1] = s1; out[2] = s2; out[3] = s3;                                       \
     }
-#define PS(e, C) xv = (uint32_t)x[e]; t0 += xv * ((v0 >> ((e) * (C))) & m); t1 += xv * ((v1 >> ((e) * (C))) & m);
-PAIRS_FN(dot_pairs_c4, 4, PS(0, 4) PS(1, 4) PS(2, 4) PS(3, 4))
-PAIRS_FN(dot_pairs_c2, 2, PS(0, 2) PS(1, 2) PS(2, 2) PS(3, 2) PS(4, 2) PS(5, 2) PS(6, 2) PS(7, 2))
-PAIRS_FN(dot_pairs_c1, 1, PS(0, 1) PS(1, 1) PS(2, 1) PS(3, 1) PS(4, 1) PS(5, 1) PS(6, 1) PS(7, 1)
-                          PS(8, 1) PS(9, 1) PS(10, 1) PS(11, 1) PS(12, 1) PS(13, 1) PS(14, 1) PS(15, 1))
+PAIRS_FN(dot_pairs_c4, 4)
+PAIRS_FN(dot_pairs_c2, 2)
+PAIRS_FN(dot_pairs_c1, 1)
 
 typedef void (*pairs_fn)(const int32_t *, const uint32_t *, const uint32_t *, int32_t, int32_t, uint32_t *);
 
@@ -383,7 +436,7 @@ static void conv_patch(const mico_tensor *x, const mico_tensor *y, const mico_co
                     }
                     for (i = 0; i < nr; i++) {
                         int32_t acc = (int32_t)((p->bias ? (uint32_t)p->bias[co + i] : 0u) + r[i]);
-                        wr_put(&wr, mico_requant(acc, p->mult[co + i], p->shift[co + i], p->lo, p->hi, p->out_binary));
+                        wr_put(&wr, requant32(acc, p->mult[co + i], p->shift[co + i], p->lo, p->hi, p->out_binary));
                     }
                 }
             }
@@ -479,50 +532,199 @@ static int32_t plane_coef(int32_t q, int32_t bits, uint8_t kind)
     return 1 << q;
 }
 
-/* cnt[p * wb + q] = popcount(X_p & W_q) over nw words; x planes at stride
- * xs, w planes at stride nw. Unrolled plane loops for 1 and 2 bits. */
-static void bs_counts(const uint32_t *xp, int32_t xs, int32_t ab, const uint32_t *wp, int32_t wb, int32_t nw,
-                      uint32_t *cnt)
+/* Popcount in two halves: S2 leaves nibble counts (<= 4), so two words add
+ * before S3 folds nibbles into bytes (<= 16 per word pair); 30 words fit the
+ * byte accumulators, reduced once per block by hsum (rv32im has no cpop). */
+#define S2(v) ((v) = (v) - (((v) >> 1) & m1), ((v) & m2) + (((v) >> 2) & m2))
+#define S3(t) (((t) + ((t) >> 4)) & m4)
+#define BS_MASKS const uint32_t m1 = 0x55555555u, m2 = 0x33333333u, m4 = 0x0F0F0F0Fu
+
+/* out[r] = sum_pq coef[p * wb + q] popcount(X_p & W_q) over nw words for
+ * `rows` weight rows; x planes at stride xs, w planes at stride nw, rows at
+ * stride wb * nw. Unrolled plane loops for 1 and 2 planes. */
+static void bs_dot(const uint32_t *xp, int32_t xs, int32_t ab, const uint32_t *wp, int32_t wb, int32_t nw,
+                   const int32_t *coef, int32_t rows, uint32_t *out)
 {
+    BS_MASKS;
+    int32_t row;
+    for (row = 0; row < rows; row++, wp += wb * nw) {
     int32_t j = 0;
     uint32_t c0 = 0, c1 = 0, c2 = 0, c3 = 0;
     if (ab > 2 || wb > 2) { /* any widths */
         int32_t pq, k;
+        uint32_t acc = 0;
         for (pq = 0; pq < ab * wb; pq++) {
             const uint32_t *a = xp + (pq / wb) * xs, *b = wp + (pq % wb) * nw;
-            cnt[pq] = 0;
-            for (k = 0; k < nw; k++) cnt[pq] += popc(a[k] & b[k]);
+            for (k = 0; k < nw; k++) acc += (uint32_t)coef[pq] * popc(a[k] & b[k]);
         }
-        return;
+        out[row] = acc;
+        continue;
     }
     while (j < nw) {
-        int32_t end = nw - j > 31 ? j + 31 : nw;
+        int32_t end = nw - j > 30 ? j + 30 : nw;
         uint32_t t0 = 0, t1 = 0, t2 = 0, t3 = 0;
+        /* word pairs [j, j + 1], then an odd last word */
         if (ab == 1 && wb == 1) {
-            for (; j < end; j++) {
-                uint32_t v = xp[j] & wp[j];
-                t0 += POP8(v);
+            for (; j + 1 < end; j += 2) {
+                uint32_t a = xp[j] & wp[j], b = xp[j + 1] & wp[j + 1];
+                a = S2(a) + S2(b);
+                t0 += S3(a);
+            }
+            if (j < end) {
+                uint32_t a = xp[j] & wp[j];
+                a = S2(a);
+                t0 += S3(a);
+                j++;
             }
         } else if (ab == 1) {
-            for (; j < end; j++) {
-                uint32_t x0 = xp[j], v = x0 & wp[j], u = x0 & wp[nw + j];
-                t0 += POP8(v);
-                t1 += POP8(u);
+            const uint32_t *w1 = wp + nw;
+            for (; j + 1 < end; j += 2) {
+                uint32_t x0 = xp[j], x1 = xp[j + 1];
+                uint32_t a = x0 & wp[j], b = x1 & wp[j + 1], c = x0 & w1[j], d = x1 & w1[j + 1];
+                a = S2(a) + S2(b);
+                c = S2(c) + S2(d);
+                t0 += S3(a);
+                t1 += S3(c);
+            }
+            if (j < end) {
+                uint32_t a = xp[j] & wp[j], c = xp[j] & w1[j];
+                a = S2(a);
+                c = S2(c);
+                t0 += S3(a);
+                t1 += S3(c);
+                j++;
             }
         } else if (wb == 1) {
+            const uint32_t *y1 = xp + xs;
+            for (; j + 1 < end; j += 2) {
+                uint32_t w0 = wp[j], w1 = wp[j + 1];
+                uint32_t a = xp[j] & w0, b = xp[j + 1] & w1, c = y1[j] & w0, d = y1[j + 1] & w1;
+                a = S2(a) + S2(b);
+                c = S2(c) + S2(d);
+                t0 += S3(a);
+                t1 += S3(c);
+            }
+            if (j < end) {
+                uint32_t a = xp[j] & wp[j], c = y1[j] & wp[j];
+                a = S2(a);
+                c = S2(c);
+                t0 += S3(a);
+                t1 += S3(c);
+                j++;
+            }
+        } else {
+            const uint32_t *y1 = xp + xs, *w1 = wp + nw;
+            for (; j + 1 < end; j += 2) {
+                uint32_t x0 = xp[j], x1 = y1[j], v0 = wp[j], v1 = w1[j];
+                uint32_t a = x0 & v0, b = x0 & v1, c = x1 & v0, d = x1 & v1, e, f, g, h;
+                x0 = xp[j + 1];
+                x1 = y1[j + 1];
+                v0 = wp[j + 1];
+                v1 = w1[j + 1];
+                e = x0 & v0;
+                f = x0 & v1;
+                g = x1 & v0;
+                h = x1 & v1;
+                a = S2(a) + S2(e);
+                b = S2(b) + S2(f);
+                c = S2(c) + S2(g);
+                d = S2(d) + S2(h);
+                t0 += S3(a);
+                t1 += S3(b);
+                t2 += S3(c);
+                t3 += S3(d);
+            }
+            if (j < end) {
+                uint32_t x0 = xp[j], x1 = y1[j], v0 = wp[j], v1 = w1[j];
+                uint32_t a = x0 & v0, b = x0 & v1, c = x1 & v0, d = x1 & v1;
+                a = S2(a);
+                b = S2(b);
+                c = S2(c);
+                d = S2(d);
+                t0 += S3(a);
+                t1 += S3(b);
+                t2 += S3(c);
+                t3 += S3(d);
+                j++;
+            }
+        }
+        c0 += hsum(t0);
+        c1 += hsum(t1);
+        if (ab * wb > 2) {
+            c2 += hsum(t2);
+            c3 += hsum(t3);
+        }
+    }
+    out[row] = c0 * (uint32_t)coef[0] + c1 * (uint32_t)coef[1] + c2 * (uint32_t)coef[2] + c3 * (uint32_t)coef[3];
+    }
+}
+
+/* out[r] = popcount((X ^ W_r) & V) over nw words for `rows` weight rows at
+ * stride nw, four at a time (V == NULL: all valid). */
+static void bs_xnor(const uint32_t *xp, const uint32_t *vp, const uint32_t *wp, int32_t nw, int32_t rows, uint32_t *out)
+{
+    BS_MASKS;
+    int32_t row, no;
+    for (row = 0; row < rows; row += no, wp += no * nw, out += no) {
+    int32_t j = 0;
+    uint32_t c0 = 0, c1 = 0, c2 = 0, c3 = 0;
+    no = rows - row >= 4 ? 4 : 1;
+    while (j < nw) {
+        int32_t end = nw - j > 30 ? j + 30 : nw;
+        uint32_t t0 = 0, t1 = 0, t2 = 0, t3 = 0;
+        if (no == 4) {
+            const uint32_t *w1 = wp + nw, *w2 = w1 + nw, *w3 = w2 + nw;
             for (; j < end; j++) {
-                uint32_t w0 = wp[j], v = xp[j] & w0, u = xp[xs + j] & w0;
-                t0 += POP8(v);
-                t1 += POP8(u);
+                uint32_t x = xp[j], a = x ^ wp[j], b = x ^ w1[j], c = x ^ w2[j], d = x ^ w3[j];
+                if (vp) {
+                    uint32_t v = vp[j];
+                    a &= v;
+                    b &= v;
+                    c &= v;
+                    d &= v;
+                }
+                a = S2(a);
+                b = S2(b);
+                c = S2(c);
+                d = S2(d);
+                if (j + 1 < end) {
+                    uint32_t e, f, g, h;
+                    j++;
+                    x = xp[j];
+                    e = x ^ wp[j];
+                    f = x ^ w1[j];
+                    g = x ^ w2[j];
+                    h = x ^ w3[j];
+                    if (vp) {
+                        uint32_t v = vp[j];
+                        e &= v;
+                        f &= v;
+                        g &= v;
+                        h &= v;
+                    }
+                    a += S2(e);
+                    b += S2(f);
+                    c += S2(g);
+                    d += S2(h);
+                }
+                t0 += S3(a);
+                t1 += S3(b);
+                t2 += S3(c);
+                t3 += S3(d);
             }
         } else {
             for (; j < end; j++) {
-                uint32_t x0 = xp[j], x1 = xp[xs + j], w0 = wp[j], w1 = wp[nw + j];
-                uint32_t v = x0 & w0, u = x0 & w1, s = x1 & w0, t = x1 & w1;
-                t0 += POP8(v);
-                t1 += POP8(u);
-                t2 += POP8(s);
-                t3 += POP8(t);
+                uint32_t a = xp[j] ^ wp[j];
+                if (vp) a &= vp[j];
+                a = S2(a);
+                if (j + 1 < end) {
+                    uint32_t b;
+                    j++;
+                    b = xp[j] ^ wp[j];
+                    if (vp) b &= vp[j];
+                    a += S2(b);
+                }
+                t0 += S3(a);
             }
         }
         c0 += hsum(t0);
@@ -530,83 +732,54 @@ static void bs_counts(const uint32_t *xp, int32_t xs, int32_t ab, const uint32_t
         c2 += hsum(t2);
         c3 += hsum(t3);
     }
-    cnt[0] = c0;
-    cnt[1] = c1;
-    cnt[2] = c2;
-    cnt[3] = c3;
-}
-
-/* popcount((X ^ W) & V) over nw words (V == NULL: all valid). */
-static uint32_t bs_xnor(const uint32_t *xp, const uint32_t *vp, const uint32_t *wp, int32_t nw)
-{
-    int32_t j = 0;
-    uint32_t c = 0;
-    while (j < nw) {
-        int32_t end = nw - j > 31 ? j + 31 : nw;
-        uint32_t t = 0;
-        if (vp) {
-            for (; j < end; j++) {
-                uint32_t v = (xp[j] ^ wp[j]) & vp[j];
-                t += POP8(v);
-            }
-        } else {
-            for (; j < end; j++) {
-                uint32_t v = xp[j] ^ wp[j];
-                t += POP8(v);
-            }
-        }
-        c += hsum(t);
+    out[0] = c0;
+    if (no == 4) {
+        out[1] = c1;
+        out[2] = c2;
+        out[3] = c3;
     }
-    return c;
+    }
 }
 
 int32_t mico_conv_scratch_words(const mico_tensor *x, const mico_conv *p)
 {
     if (p->fmt != MICO_WF_PLANES) return mico_conv_patch_words(p);
-    return (x->cbits == 1 ? 0 : x->h * x->w * x->bits * ((x->c + 31) >> 5)) + (x->bits + 1) * (p->wpt + 1)
-         + p->cout;
+    return (x->cbits == 1 ? 0 : x->h * x->w * x->bits * ((x->c + 31) >> 5)) + (x->bits + 2) * (p->wpt + 1);
 }
 
 /* Bit-serial path (format PLANES, groups == 1, operands of at most 8 bits).
  * The input is repacked into bit-planes once per layer; per output pixel the
  * planes of its patch are built once (the taps' channel bits concatenated in
- * (kh, kw, cin) order, padded taps 0), so every output channel reads K bits
- * per plane in whole words whatever cin is. With x = sum_p a_p X_p + dx,
- * w = sum_q b_q W_q + dw (dx, dw = -1 for binary, else 0), over the valid
- * (non-padded) positions V:
- *   dot = sum_pq a_p b_q pc(X_p & W_q) + dw sum_p a_p pc(X_p)
- *       + dx (sum_q b_q pc(W_q & V) + dw pc(V));
+ * (kh, kw, cin) order, padded taps 0, and the valid positions V), so every
+ * output channel reads K bits per plane in whole words whatever cin is.
+ * x = sum_p a_p X_p (a binary x: planes P = X and N = V & ~X, a = +1, -1),
+ * w = sum_q b_q W_q + dw (dw = -1 for binary weights, b = 2, else 0):
+ *   dot = sum_pq a_p b_q pc(X_p & W_q) + dw sum_p a_p pc(X_p);
  * both binary: pc(V) - 2 pc((X ^ W) & V). Padding bits are 0 in every plane. */
 static void conv_planes(const mico_tensor *x, const mico_tensor *y, const mico_conv *p, uint32_t *scratch)
 {
-    int32_t oy, ox, co, i, j, q, k, ab = x->bits, wb = p->wbits, nw = p->wpt, ps = nw + 1;
+    int32_t oy, ox, co, i, j, q, k, ab = x->bits, wb = p->wbits, nw = p->wpt, ps = nw + 1, xpl;
     int32_t ppw = (x->c + 31) >> 5, xstride = ab * ppw, cin = p->cin_g;
     int xbin = x->kind == MICO_BINARY, wbin = p->wkind == MICO_BINARY;
     const uint32_t *xs = x->data;
-    uint32_t *pp, *vp;
-    int32_t *ws, coef[64];
-    uint32_t cnt[64];
+    uint32_t *pp, *vp, r[16];
+    int32_t coef[64];
     if (x->cbits != 1) {
         to_planes(x, scratch, ppw);
         xs = scratch;
         scratch += x->h * x->w * xstride;
     }
     pp = scratch;
-    vp = pp + ab * ps;
-    ws = (int32_t *)(vp + ps);
-    for (k = 0; k < ab * wb; k++) coef[k] = plane_coef(k / wb, ab, x->kind) * plane_coef(k % wb, wb, p->wkind);
-    if (xbin && !wbin) /* row sums sum_q b_q pc(W_q) */
-        for (co = 0; co < p->cout; co++) {
-            const uint32_t *wc = p->w + co * wb * nw;
-            ws[co] = 0;
-            for (q = 0; q < wb; q++)
-                for (k = 0; k < nw; k++) ws[co] += plane_coef(q, wb, p->wkind) * (int32_t)popc(wc[q * nw + k]);
-        }
+    xpl = xbin ? 2 : ab; /* planes of the patch: X_p, or P, N */
+    vp = pp + xpl * ps;
+    for (k = 0; k < 64; k++) coef[k] = 0;
+    for (k = 0; k < xpl * wb; k++)
+        coef[k] = (xbin ? (k / wb ? -1 : 1) : plane_coef(k / wb, ab, x->kind)) * plane_coef(k % wb, wb, p->wkind);
     for (oy = 0; oy < y->h; oy++)
         for (ox = 0; ox < y->w; ox++) {
             writer wr;
             int32_t nvalid = 0, off = 0, sxp = 0;
-            words_zero(pp, (ab + 1) * ps);
+            words_zero(pp, (xpl + 1) * ps);
             for (i = 0; i < p->kh; i++) {
                 int32_t iy = oy * p->sh - p->pt + i * p->dh;
                 for (j = 0; j < p->kw; j++, off += cin) {
@@ -619,29 +792,27 @@ static void conv_planes(const mico_tensor *x, const mico_tensor *y, const mico_c
                     nvalid += cin;
                 }
             }
+            if (xbin)
+                for (k = 0; k < nw; k++) pp[ps + k] = vp[k] & ~pp[k]; /* N = V & ~X */
             if (wbin && !xbin)
                 for (q = 0; q < ab; q++)
                     for (k = 0; k < nw; k++) sxp += plane_coef(q, ab, x->kind) * (int32_t)popc(pp[q * ps + k]);
             wr_begin(&wr, y, oy * y->w + ox);
-            for (co = 0; co < p->cout; co++) {
+            for (co = 0; co < p->cout; co += k) {
                 const uint32_t *wc = p->w + co * wb * nw;
-                uint32_t acc = p->bias ? (uint32_t)p->bias[co] : 0u;
+                k = p->cout - co >= 16 ? 16 : p->cout - co;
                 if (xbin && wbin) {
-                    acc += (uint32_t)nvalid - 2u * bs_xnor(pp, nvalid == off ? 0 : vp, wc, nw);
+                    bs_xnor(pp, nvalid == off ? 0 : vp, wc, nw, k, r);
+                    for (i = 0; i < k; i++) r[i] = (uint32_t)nvalid - 2u * r[i];
                 } else {
-                    bs_counts(pp, ps, ab, wc, wb, nw, cnt);
-                    for (k = 0; k < ab * wb; k++) acc += (uint32_t)coef[k] * cnt[k];
-                    if (wbin) acc -= (uint32_t)sxp;
-                    if (xbin) {
-                        if (nvalid == off) {
-                            acc -= (uint32_t)ws[co];
-                        } else {
-                            bs_counts(vp, ps, 1, wc, wb, nw, cnt);
-                            for (q = 0; q < wb; q++) acc -= (uint32_t)plane_coef(q, wb, p->wkind) * cnt[q];
-                        }
-                    }
+                    bs_dot(pp, ps, xpl, wc, wb, nw, coef, k, r);
+                    if (wbin)
+                        for (i = 0; i < k; i++) r[i] -= (uint32_t)sxp;
                 }
-                wr_put(&wr, mico_requant((int32_t)acc, p->mult[co], p->shift[co], p->lo, p->hi, p->out_binary));
+                for (i = 0; i < k; i++) {
+                    uint32_t acc = (p->bias ? (uint32_t)p->bias[co + i] : 0u) + r[i];
+                    wr_put(&wr, requant32((int32_t)acc, p->mult[co + i], p->shift[co + i], p->lo, p->hi, p->out_binary));
+                }
             }
             wr_end(&wr);
         }
