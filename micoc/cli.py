@@ -385,10 +385,13 @@ def profile_fit(target: str, config: str | None, kind: str, csv_paths: tuple[Pat
 @click.option("--grid", default="small", show_default=True, type=click.Choice(["tiny", "small", "full"]),
               help="Layer shapes (x 16 bit pairs in {1,2,4,8}^2).")
 @click.option("--repeats", type=int, default=31, show_default=True, help="host: runs per layer (the median is kept).")
+@click.option("--clock", default="wall", show_default=True, type=click.Choice(["wall", "cpu"]),
+              help="host: wall time, or the thread's CPU time (steadier on a loaded machine).")
 @click.option("--params-out", type=click.Path(path_type=Path), default=None,
               help="Directory for the fitted bundles <target>_<kind>.json (default: OUTPUT/params).")
 @click.option("-o", "--output", required=True, type=click.Path(path_type=Path), help="Directory for the CSVs.")
-def profile_run(target: str, kind: str, grid: str, repeats: int, params_out: Path | None, output: Path) -> None:
+def profile_run(target: str, kind: str, grid: str, repeats: int, clock: str, params_out: Path | None,
+                output: Path) -> None:
     """Profile micoc's own runtime kernels on TARGET, write profile CSVs and fit the target's proxies."""
     import shlex
     import sys
@@ -397,7 +400,7 @@ def profile_run(target: str, kind: str, grid: str, repeats: int, params_out: Pat
     from micoc.cost.profile_run import profile_run as run
 
     cmd = "micoc " + " ".join(shlex.quote(a) for a in sys.argv[1:])
-    res = run(target, output, kinds=check_kinds(kind), grid=grid, repeats=repeats, params_out=params_out,
+    res = run(target, output, kinds=check_kinds(kind), grid=grid, repeats=repeats, clock=clock, params_out=params_out,
               command=cmd, log=lambda m: click.echo(m, err=True))
     for k in res.csvs:
         m = res.fit_metrics[k]

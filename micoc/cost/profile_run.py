@@ -3,24 +3,28 @@
 For every layer shape of a grid and every (weight, activation) bit pair in
 {1, 2, 4, 8}^2, time one conv2d / linear layer of micoc's C runtime:
 
-* ``host``: wall time (ns) of the layer call, built with the host target's
-  flags and timed with ``clock_gettime(CLOCK_MONOTONIC)`` around the layer
-  (the ``LAYER_BEGIN/END`` hooks of model.c); the median of ``repeats`` runs
-  after a warm-up run.
+* ``host``: the time (ns) of the layer call, built with the host target's
+  flags (cc -O2) and read with ``clock_gettime`` around the layer (the
+  ``LAYER_BEGIN/END`` hooks of model.c): ``clock="wall"`` (CLOCK_MONOTONIC,
+  the default) or ``"cpu"`` (the thread's CPU time, which leaves out the
+  time other processes ran on a shared machine). The median of ``repeats``
+  rounds.
 * ``rv32``: exact retired RV32IM instructions of the layer under QEMU
   (``-icount``, the rv32 target's per-layer counters); deterministic.
 
 One C program per shape holds the 16 bit pairs as 16 parallel layers on the
-same input (x -> relu -> 16 layers -> concat), so a grid is one build per
-shape, and on the host every repeat times all 16 pairs back to back (load
-drift hits them alike). The rows are written as profile CSVs in the formats
-of ../shared/profiles (linear ``N,M,K,QA,QW,Time``, conv2d
-``H,W,C,K,KS,S,QA,QW,Time``; padding 0), then every proxy of the target
-(`proxies.TARGET_PROXIES`) is fitted with `proxies.fit_proxy` and saved as a
-parameter bundle per kind (``<target>_<kind>.json``) with its provenance:
-machine, date, command, grid.
+same input (x -> relu -> 16 layers -> concat). On the host all the shapes'
+programs of a kind are linked into one process (`build_host_multi`) that
+runs them in interleaved rounds, each round in a fresh order, so load and
+frequency changes hit every row alike (separate processes on a loaded
+machine differed by up to 2x in speed). The rows are written as profile
+CSVs in the formats of ../shared/profiles (linear ``N,M,K,QA,QW,Time``,
+conv2d ``H,W,C,K,KS,S,QA,QW,Time``; padding 0), then every proxy of the
+target (`proxies.TARGET_PROXIES`) is fitted with `proxies.fit_proxy` and
+saved as a parameter bundle per kind (``<target>_<kind>.json``) with its
+provenance: machine, date, command, grid, runtime digest.
 
-The host harness (`build_host_timer`, `time_host`) is also what
+The host harness (`build_host_multi`, `time_host_multi`) is also what
 bench/host_rank.py uses to time whole networks.
 """
 
@@ -48,18 +52,19 @@ __all__ = [
     "GRIDS",
     "PROFILE_TARGETS",
     "ProfileRun",
-    "build_host_timer",
+    "build_host_multi",
     "default_params_dir",
     "layer_graph",
     "measure",
     "profile_run",
-    "time_host",
+    "time_host_multi",
 ]
 
 PROFILE_TARGETS: tuple[str, ...] = ("host", "rv32")
 KINDS: tuple[str, ...] = ("linear", "conv2d")
 BITS: tuple[int, ...] = (1, 2, 4, 8)
 UNITS = {"host": "ns", "rv32": "instructions"}
+CLOCKS: tuple[str, ...] = ("wall", "cpu")
 
 # Shapes: linear (K inputs, M outputs), N = 1; conv2d (H, W, C, K, KS, S), padding 0.
 # The small grid spans the kernels' regimes (patch vs bit-serial, short and
@@ -153,9 +158,9 @@ def _quantize(graph: Graph, scheme: dict[str, tuple[int, int]], calib: np.ndarra
 
 
 # ---------------------------------------------------------------------------
-# Host: a timing harness around the emitted model
+# Host: one timing process for many compiled models
 
-_HOST_COUNT_H = """/* micoc profile: host layer timing hooks (replaces the rv32 counters). */
+_HOST_COUNT_H = """/* micoc profile: host layer timing hooks (replace the rv32 counters). */
 #ifndef MICO_COUNT_H
 #define MICO_COUNT_H
 #include <stdint.h>
@@ -164,137 +169,223 @@ void mico_count_layer_end(uint32_t layer);
 #endif
 """
 
-_HOST_TIMER_C = """/* micoc profile: run the model R times on a fixed input; per run print the
- * wall time of the whole inference and of every conv/linear layer (ns). */
+_MULTI_C = """/* micoc profile: N compiled models linked into one process (mico_m<i>_run),
+ * timed in interleaved rounds: every round runs each model, in a fresh
+ * pseudo-random order, 1 warm-up + REPEATS timed inferences on a fixed input.
+ * Models that share one process and one short window share the machine's
+ * state (load, frequency, a busy sibling thread) alike.
+ * Usage: multi ROUNDS REPEATS wall|cpu (wall = CLOCK_MONOTONIC, cpu =
+ * CLOCK_THREAD_CPUTIME_ID: leaves out the time the thread was descheduled).
+ * Prints per timed inference "round model total [layer ...]" (ns); the
+ * layers (conv/linear, LAYER_BEGIN/END) only when built with MICO_COUNT. */
 #define _POSIX_C_SOURCE 199309L
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <time.h>
-#include "model.h"
-#ifdef MICO_COUNT
-#include "mico_count.h"
-#endif
 
+#define NMODELS %(n)d
+#define IN_SIZE %(in_size)d
+#define OUT_SIZE %(out_size)d
 #define MAXL 1024
+%(decls)s
+typedef int (*run_fn)(const float *, float *);
+static const run_fn runs[NMODELS] = {%(table)s};
+static const int n_layers[NMODELS] = {%(layers)s};
+static float in_buf[IN_SIZE];
+static float out_buf[OUT_SIZE];
+static clockid_t clk = CLOCK_MONOTONIC;
 static struct timespec t_begin[MAXL];
 static long long t_layer[MAXL];
-static int n_layers;
 
 static long long ns_between(const struct timespec *a, const struct timespec *b)
 {
     return (long long)(b->tv_sec - a->tv_sec) * 1000000000LL + (long long)(b->tv_nsec - a->tv_nsec);
 }
 
-#ifdef MICO_COUNT
+void mico_count_layer_begin(uint32_t i);
+void mico_count_layer_end(uint32_t i);
 void mico_count_layer_begin(uint32_t i)
 {
-    if (i < MAXL) clock_gettime(CLOCK_MONOTONIC, &t_begin[i]);
+    if (i < MAXL) clock_gettime(clk, &t_begin[i]);
 }
 void mico_count_layer_end(uint32_t i)
 {
     struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    if (i < MAXL) {
-        t_layer[i] = ns_between(&t_begin[i], &t);
-        if ((int)i + 1 > n_layers) n_layers = (int)i + 1;
-    }
+    clock_gettime(clk, &t);
+    if (i < MAXL) t_layer[i] = ns_between(&t_begin[i], &t);
 }
-#endif
-
-static float in_buf[MICO_MODEL_INPUT_SIZE];
-static float out_buf[MICO_MODEL_OUTPUT_SIZE];
 
 int main(int argc, char **argv)
 {
-    int reps = argc > 1 ? atoi(argv[1]) : 1, warm = argc > 2 ? atoi(argv[2]) : 1, r, i;
+    int rounds = argc > 1 ? atoi(argv[1]) : 1, reps = argc > 2 ? atoi(argv[2]) : 1, r, i, k, l;
     unsigned int s = 12345u;
+    int order[NMODELS];
     float sink = 0.0f;
-    for (i = 0; i < MICO_MODEL_INPUT_SIZE; i++) {
+    if (argc > 3 && argv[3][0] == 'c') clk = CLOCK_THREAD_CPUTIME_ID;
+    for (i = 0; i < IN_SIZE; i++) {
         s = s * 1103515245u + 12345u;
         in_buf[i] = (float)((s >> 8) & 0xFFFF) / 32768.0f - 1.0f;
     }
-    for (r = 0; r < warm; r++) mico_model_run(in_buf, out_buf);
-    for (r = 0; r < reps; r++) {
-        struct timespec a, b;
-        clock_gettime(CLOCK_MONOTONIC, &a);
-        mico_model_run(in_buf, out_buf);
-        clock_gettime(CLOCK_MONOTONIC, &b);
-        sink += out_buf[0];
-        printf("%lld", ns_between(&a, &b));
-        for (i = 0; i < n_layers; i++) printf(" %lld", t_layer[i]);
-        printf("\\n");
+    for (r = 0; r < rounds; r++) {
+        for (i = 0; i < NMODELS; i++) order[i] = i;
+        for (i = NMODELS - 1; i > 0; i--) {
+            int j, t;
+            s = s * 1103515245u + 12345u;
+            j = (int)((s >> 8) %% (unsigned)(i + 1));
+            t = order[i]; order[i] = order[j]; order[j] = t;
+        }
+        for (i = 0; i < NMODELS; i++) {
+            int m = order[i];
+            runs[m](in_buf, out_buf);
+            for (k = 0; k < reps; k++) {
+                struct timespec a, b;
+                clock_gettime(clk, &a);
+                runs[m](in_buf, out_buf);
+                clock_gettime(clk, &b);
+                sink += out_buf[0];
+                printf("%%d %%d %%lld", r, m, ns_between(&a, &b));
+                for (l = 0; l < n_layers[m]; l++) printf(" %%lld", t_layer[l]);
+                printf("\\n");
+            }
+        }
     }
     return sink != sink; /* keep the outputs live */
 }
 """
 
 
-def build_host_timer(outdir: str | os.PathLike[str], per_layer: bool = True, exe: str = "timer") -> Path:
-    """Compile an emitted host project with the timing harness (instead of main.c).
+def build_host_multi(outdirs: Sequence[str | os.PathLike[str]], workdir: str | os.PathLike[str], *,
+                     per_layer: bool = False, exe: str = "multi") -> Path:
+    """Link several emitted host projects into one timing process (see `time_host_multi`).
 
-    per_layer: time every conv/linear layer too (a clock read around each;
-    off for end-to-end timing without that overhead). Same flags as the
-    host target (-O2 ...); a missing compiler is a ToolchainError.
+    Each project's model.c + weights.c (host target flags, -O2) become one
+    relocatable object whose only global symbol is its ``mico_model_run``,
+    renamed ``mico_m<i>_run``; all share one runtime object. per_layer: time
+    every conv/linear layer too (a clock read around each; leave it off for
+    end-to-end timing). Needs cc and binutils (ld, objcopy): ToolchainError
+    naming the package otherwise.
     """
+    import json
+    import shutil
+
+    from micoc.errors import ToolchainError
     from micoc.targets.host import CFLAGS, _check_call, _runtime_object, find_cc
 
-    out = Path(outdir)
     cc = find_cc()
-    (out / "mico_count.h").write_text(_HOST_COUNT_H)
-    (out / "mico_timer.c").write_text(_HOST_TIMER_C)
+    tools = {t: shutil.which(t) for t in ("ld", "objcopy")}
+    if None in tools.values():
+        raise ToolchainError("ld / objcopy not found: install binutils (Debian/Ubuntu: apt-get install binutils)")
+    work = Path(workdir)
+    work.mkdir(parents=True, exist_ok=True)
+    objs, layers, in_size, out_size = [], [], 1, 1
+    rt_obj = None
     flags = list(CFLAGS)
-    rt_obj = _runtime_object(cc, flags, out)
-    defs = ["-DMICO_COUNT"] if per_layer else []
-    cmd = [*shlex.split(cc), *flags, *defs, "-o", exe, "model.c", "weights.c", "mico_timer.c", str(rt_obj)]
-    _check_call(cmd, out)
-    return out / exe
+    for i, d in enumerate(Path(p) for p in outdirs):
+        rep = json.loads((d / "report.json").read_text())
+        in_size = max(in_size, int(np.prod(rep["input"]["shape"][1:])))
+        out_size = max(out_size, int(np.prod(rep["output"]["shape"][1:])))
+        layers.append(len(rep.get("layers", [])) if per_layer else 0)
+        if rt_obj is None:
+            rt_obj = _runtime_object(cc, flags, d)
+        defs = ["-DMICO_COUNT"] if per_layer else []
+        if per_layer:
+            (d / "mico_count.h").write_text(_HOST_COUNT_H)
+        for src in ("model.c", "weights.c"):
+            _check_call([*shlex.split(cc), *flags, *defs, f"-Wa,-I{d.resolve()}", "-c", "-o", src[:-2] + ".o", src], d)
+        obj = work / f"m{i}.o"
+        _check_call([str(tools["ld"]), "-r", "-o", str(obj), "model.o", "weights.o"], d)
+        _check_call([str(tools["objcopy"]), "--redefine-sym", f"mico_model_run=mico_m{i}_run",
+                     "-G", f"mico_m{i}_run", *(("-G", "mico_count_layer_begin", "-G", "mico_count_layer_end")
+                                                 if per_layer else ()), str(obj)], work)
+        objs.append(str(obj))
+    n = len(objs)
+    if n == 0:
+        raise UsageError("no models to time")
+    (work / "multi.c").write_text(_MULTI_C % {
+        "n": n, "in_size": in_size, "out_size": out_size,
+        "decls": "\n".join(f"int mico_m{i}_run(const float *input, float *output);" for i in range(n)),
+        "table": ", ".join(f"mico_m{i}_run" for i in range(n)),
+        "layers": ", ".join(str(v) for v in layers),
+    })
+    _check_call([*shlex.split(cc), *flags, "-o", exe, "multi.c", *objs, str(rt_obj)], work)
+    return work / exe
 
 
-def time_host(exe: str | os.PathLike[str], repeats: int, warmup: int = 1) -> tuple[np.ndarray, np.ndarray]:
-    """Run a timer built by `build_host_timer`: (total ns [repeats], per-layer ns [repeats, L])."""
-    proc = subprocess.run([str(Path(exe).resolve()), str(int(repeats)), str(int(warmup))],
+def time_host_multi(exe: str | os.PathLike[str], n: int, rounds: int, repeats: int = 1,
+                    clock: str = "wall") -> list[np.ndarray]:
+    """Run a `build_host_multi` process. Per model, ns [rounds, repeats, 1 + layers]:
+    column 0 the whole inference, then each conv/linear layer (when built per_layer)."""
+    if clock not in CLOCKS:
+        raise UsageError(f"unknown clock {clock!r}; expected one of {', '.join(CLOCKS)}")
+    proc = subprocess.run([str(Path(exe).resolve()), str(int(rounds)), str(int(repeats)), clock],
                           capture_output=True, text=True)
     if proc.returncode != 0:
         raise MicocError(f"{exe} failed with exit code {proc.returncode}: {proc.stderr.strip()}")
-    rows = np.array([[int(v) for v in line.split()] for line in proc.stdout.splitlines() if line.strip()],
-                    dtype=np.int64)
-    if rows.shape[0] != repeats:
-        raise MicocError(f"{exe} printed {rows.shape[0]} runs, expected {repeats}")
-    return rows[:, 0], rows[:, 1:]
+    rows: list[list[list[int]]] = [[] for _ in range(n)]
+    for line in proc.stdout.splitlines():
+        v = [int(x) for x in line.split()]
+        rows[v[1]].append(v[2:])
+    out = []
+    for m, r in enumerate(rows):
+        if len(r) != rounds * repeats:
+            raise MicocError(f"{exe} printed {len(r)} timings of model {m}, expected {rounds * repeats}")
+        out.append(np.array(r, dtype=np.int64).reshape(rounds, repeats, -1))
+    return out
 
 
 # ---------------------------------------------------------------------------
-# Measuring one shape
+# Measuring a grid
 
 
-def measure(target: str, kind: str, shape: tuple[int, ...], workdir: str | os.PathLike[str], *,
-            repeats: int = 31, pairs: Sequence[tuple[int, int]] | None = None) -> dict[tuple[int, int], int]:
-    """Time (host: median ns) or count (rv32: instructions) one layer shape at every bit pair."""
+def _emit_shape(target: str, kind: str, shape: tuple[int, ...], workdir: Path,
+                pairs: Sequence[tuple[int, int]]) -> tuple[Path, list[tuple[int, int]], np.ndarray]:
+    """Emit one shape's program; returns (its directory, the bit pair of each layer in order, calib)."""
+    from micoc.targets import get_target
+
+    graph, scheme, calib = layer_graph(kind, shape, pairs)
+    _quantize(graph, scheme, calib)
+    out = workdir / ("_".join(str(v) for v in (kind, *shape)))
+    rep = get_target(target).emit(graph, out)
+    names = [lay["name"] for lay in sorted(rep["layers"], key=lambda d: d["index"])]
+    return out, [scheme[n] for n in names], calib
+
+
+def measure(target: str, kind: str, shapes: Sequence[tuple[int, ...]], workdir: str | os.PathLike[str], *,
+            repeats: int = 31, pairs: Sequence[tuple[int, int]] | None = None, clock: str = "wall",
+            log: Callable[[str], None] | None = None) -> list[dict[tuple[int, int], int]]:
+    """Per shape, {(wbits, abits): cost} of one layer: host the median ns over `repeats`
+    interleaved rounds (all shapes in one process), rv32 the exact instructions."""
     if target not in PROFILE_TARGETS:
         raise UsageError(f"cannot profile target {target!r}; expected one of {', '.join(PROFILE_TARGETS)}")
     pairs = list(pairs) if pairs is not None else _pairs()
-    graph, scheme, calib = layer_graph(kind, shape, pairs)
-    _quantize(graph, scheme, calib)
-    out = Path(workdir) / ("_".join(str(v) for v in (kind, *shape)))
+    work = Path(workdir)
+    say = log or (lambda _m: None)
+    results: list[dict[tuple[int, int], int]] = []
+    if target == "host":
+        built = [_emit_shape(target, kind, s, work, pairs) for s in shapes]
+        exe = build_host_multi([d for d, _, _ in built], work / f"multi_{kind}", per_layer=True)
+        say(f"host {kind}: {len(shapes)} shapes built, timing {repeats} rounds")
+        times = time_host_multi(exe, len(built), repeats, 1, clock)
+        for (_, order, _), t in zip(built, times, strict=True):
+            med = np.median(t[:, 0, 1:], axis=0)
+            results.append({p: max(1, int(round(float(v)))) for p, v in zip(order, med, strict=True)})
+        return results
     from micoc.targets import get_target
 
     tgt = get_target(target)
-    rep = tgt.emit(graph, out)
-    names = [lay["name"] for lay in sorted(rep["layers"], key=lambda d: d["index"])]
-    if target == "host":
-        exe = build_host_timer(out)
-        _, layers = time_host(exe, repeats)
-        values = np.median(layers, axis=0)
-    else:
+    for i, s in enumerate(shapes):
+        ts = time.perf_counter()
+        out, order, calib = _emit_shape(target, kind, s, work, pairs)
         tgt.build(out)
         tgt.run(out, [calib[:1]])
-        run = tgt.last_run  # type: ignore[attr-defined]
-        by_name = {lc.name: lc.instructions for lc in run.layers}
-        values = np.array([by_name[n] for n in names], dtype=np.float64)
-    if len(values) != len(names):
-        raise MicocError(f"measured {len(values)} layers, the program has {len(names)}")
-    res = {scheme[n]: max(1, int(round(float(v)))) for n, v in zip(names, values, strict=True)}
-    return res
+        counts = [lc.instructions for lc in tgt.last_run.layers]  # type: ignore[attr-defined]
+        if len(counts) != len(order):
+            raise MicocError(f"counted {len(counts)} layers, the program has {len(order)}")
+        results.append({p: max(1, int(c)) for p, c in zip(order, counts, strict=True)})
+        say(f"rv32 {kind} {i + 1}/{len(shapes)} {'x'.join(map(str, s))}: {len(order)} bit pairs "
+            f"in {time.perf_counter() - ts:.1f} s")
+    return results
 
 
 # ---------------------------------------------------------------------------
@@ -322,6 +413,18 @@ def machine_line() -> str:
         pass
     load = f", load average {os.getloadavg()[0]:.1f}" if hasattr(os, "getloadavg") else ""
     return f"{cpu} ({platform.machine()}), {os.cpu_count()} CPUs, {platform.system()} {platform.release()}{load}"
+
+
+def runtime_digest() -> str:
+    """sha256 of the C runtime sources the kernels were profiled with (mico_rt.c + mico_rt.h)."""
+    import hashlib
+
+    from micoc.targets.c.emitter import runtime_dir
+
+    h = hashlib.sha256()
+    for name in ("mico_rt.h", "mico_rt.c"):
+        h.update((runtime_dir() / name).read_bytes())
+    return h.hexdigest()
 
 
 @dataclass
@@ -359,6 +462,7 @@ def profile_run(
     kinds: Sequence[str] = KINDS,
     grid: str = "small",
     repeats: int = 31,
+    clock: str = "wall",
     params_out: str | os.PathLike[str] | None = None,
     command: str | None = None,
     log: Callable[[str], None] | None = None,
@@ -366,14 +470,14 @@ def profile_run(
     """Profile `kinds` over `grid` on `target`, write ``<target>_<kind>.csv`` into `outdir`,
     fit the target's proxies and write ``<target>_<kind>.json`` bundles into `params_out`
     (default ``outdir/params``)."""
-    from micoc.cost.proxies import TARGET_PROXIES, fit_proxy, save_bundle
-
     if target not in PROFILE_TARGETS:
         raise UsageError(f"cannot profile target {target!r}; expected one of {', '.join(PROFILE_TARGETS)}")
     if grid not in GRIDS:
         raise UsageError(f"unknown grid {grid!r}; expected one of {', '.join(GRIDS)}")
     if repeats < 1:
         raise UsageError(f"--repeats must be >= 1, got {repeats}")
+    if clock not in CLOCKS:
+        raise UsageError(f"unknown clock {clock!r}; expected one of {', '.join(CLOCKS)}")
     for k in kinds:
         if k not in KINDS:
             raise UsageError(f"cannot profile kind {k!r}; expected one of {', '.join(KINDS)}")
@@ -398,37 +502,55 @@ def profile_run(
         shapes = GRIDS[grid][kind]
         rows: list[tuple[int, ...]] = []
         with tempfile.TemporaryDirectory(prefix="micoc-profile-") as tmp:
-            for i, shape in enumerate(shapes):
-                ts = time.perf_counter()
-                vals = measure(target, kind, shape, tmp, repeats=repeats)
-                rows.extend(_row(kind, shape, w, a, t) for (w, a), t in vals.items())
-                say(f"{target} {kind} {i + 1}/{len(shapes)} {'x'.join(map(str, shape))}: "
-                    f"{len(vals)} bit pairs in {time.perf_counter() - ts:.1f} s")
+            per_shape = measure(target, kind, shapes, tmp, repeats=repeats, clock=clock, log=say)
+        for shape, vals in zip(shapes, per_shape, strict=True):
+            rows.extend(_row(kind, shape, w, a, t) for (w, a), t in vals.items())
         csv_path = out / f"{target}_{kind}.csv"
         _write_csv(csv_path, kind, rows)
         res.csvs[kind], res.rows[kind] = csv_path, len(rows)
-        names = TARGET_PROXIES[target]
-        fitted = [fit_proxy(kind, n, [csv_path]) for n in names]
-        res.fit_metrics[kind] = {fp.name: dict(fp.provenance["fit_metrics"]) for fp in fitted}
+        provenance = {
+            "machine": machine_line(),
+            "date": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "command": command or f"micoc profile run --target {target} --kind {kind} --grid {grid} "
+                                  f"--repeats {repeats}",
+            "grid": {"name": grid, "shapes": [list(s) for s in shapes], "bits": list(BITS),
+                     "columns": ["K", "M"] if kind == "linear" else ["H", "W", "C", "K", "KS", "S"]},
+            "measure": (f"median {'wall' if clock == 'wall' else 'thread CPU'} time (ns) of the layer call "
+                        "over the rounds (all shapes in one process, interleaved), host cc -O2"
+                        if target == "host" else
+                        "exact retired RV32IM instructions of the layer call (QEMU -icount)"),
+            "repeats": repeats if target == "host" else 1,
+            "runtime_sha256": runtime_digest(),
+        }
         bundle = pdir / f"{target}_{kind}.json"
-        save_bundle(
-            bundle, fitted, default=names[0], target=target, config=None, unit=UNITS[target],
-            provenance={
-                "machine": machine_line(),
-                "date": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
-                "command": command or f"micoc profile run --target {target} --kind {kind} --grid {grid} "
-                                      f"--repeats {repeats}",
-                "grid": {"name": grid, "shapes": [list(s) for s in shapes], "bits": list(BITS),
-                         "columns": ["K", "M"] if kind == "linear" else ["H", "W", "C", "K", "KS", "S"]},
-                "measure": ("median wall time (ns) of the layer call over the repeats, host cc -O2"
-                            if target == "host" else
-                            "exact retired RV32IM instructions of the layer call (QEMU -icount)"),
-                "repeats": repeats if target == "host" else 1,
-            },
-        )
+        fitted = fit_bundle(target, kind, csv_path, bundle, provenance)
+        res.fit_metrics[kind] = {fp.name: dict(fp.provenance["fit_metrics"]) for fp in fitted}
         res.params[kind] = bundle
     res.seconds = time.perf_counter() - t0
     return res
+
+
+def fit_bundle(target: str, kind: str, csv_path: str | os.PathLike[str], bundle: str | os.PathLike[str],
+               provenance: dict[str, Any]) -> list[Any]:
+    """Fit the target's proxies (`proxies.TARGET_PROXIES`, first = default) to one profile CSV and
+    save them as a bundle carrying `provenance` (how the CSV was measured). Returns the FittedProxy list."""
+    from micoc.cost.proxies import TARGET_PROXIES, fit_proxy, save_bundle
+
+    names = TARGET_PROXIES[target]
+    fitted = [fit_proxy(kind, n, [csv_path]) for n in names]
+    save_bundle(bundle, fitted, default=names[0], target=target, config=None, unit=UNITS[target],
+                provenance=provenance)
+    return fitted
+
+
+def refit(bundle: str | os.PathLike[str], csv_path: str | os.PathLike[str],
+          out: str | os.PathLike[str] | None = None) -> list[Any]:
+    """Refit a bundle written by `profile_run` from its CSV (after a proxy change), keeping how
+    the CSV was measured; writes `out` (default: over `bundle`)."""
+    import json
+
+    doc = json.loads(Path(bundle).read_text(encoding="utf-8"))
+    return fit_bundle(doc["target"], doc["kind"], csv_path, out or bundle, dict(doc.get("provenance", {})))
 
 
 def check_kinds(kind: str) -> tuple[str, ...]:

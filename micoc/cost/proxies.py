@@ -363,7 +363,9 @@ class RuntimeProxy(LinearCountProxy):
     The runtime picks a kernel per layer by its bit pair (bit-serial AND +
     popcount over bit-planes for narrow pairs, unpack-and-multiply patch
     kernels per weight container otherwise), so the work per MAC gets one
-    coefficient per (weight, activation) container pair; the rest is
+    coefficient per (weight, activation) container pair, and the narrow
+    pairs (<= 2 bits) one per 32-deep reduction block and per input element
+    (splitting the input into planes) too; the rest is
     bit-pair-independent bookkeeping: unpacking (or splitting into planes)
     the input patch of every output pixel per activation container, one
     reduction block of 32 per output, the requantized outputs, taps,
@@ -397,7 +399,16 @@ class RuntimeProxy(LinearCountProxy):
                 cols[f"macs.w{w}a{a}"] = macs * ((qw == w) & (qa == a))
         for a in BIT_WIDTHS:
             cols[f"patch_elems.a{a}"] = pix * red * (qa == a)
-        cols["blocks"] = pix * cout * np.ceil(red / SIMD_WORD_BITS)
+        blocks = pix * cout * np.ceil(red / SIMD_WORD_BITS)
+        cols["blocks"] = blocks
+        # Narrow pairs can run on 32-channel words of bit-planes, whose cost follows
+        # the padded reduction (a 16-deep reduction still sweeps a whole word).
+        # ... and split the whole input into planes first (every pixel, strided or not).
+        for w in (1, 2):
+            for a in (1, 2):
+                narrow = (qw == w) & (qa == a)
+                cols[f"blocks.w{w}a{a}"] = blocks * narrow
+                cols[f"in_elems.w{w}a{a}"] = in_elems * narrow
         cols["outputs"] = pix * cout
         cols["taps"] = pix * taps
         cols["pixels"] = pix

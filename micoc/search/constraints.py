@@ -105,13 +105,20 @@ class ConstraintSet:
         if metric == "weights":
             return batch_features(layer_table(self.graph), s)["weight_bytes"].sum(axis=1)
         if metric == "latency":
-            if self.target not in ("vexii", "bitfusion"):
+            if self.target not in ("vexii", "bitfusion", "host", "rv32"):
                 raise UsageError(f"a latency constraint needs a target with a cost model (vexii, "
-                                 f"bitfusion), not '{self.target}'; use bops or weights")
+                                 f"bitfusion, host, rv32), not '{self.target}'; use bops or weights")
             if "latency" not in self._models:
-                from micoc.cost.model import make_model
+                from micoc.cost.model import RUNTIME_TARGETS, make_model
+                from micoc.errors import InputError
 
-                self._models["latency"] = make_model(self.target, self.graph, self.config)
+                try:
+                    self._models["latency"] = make_model(self.target, self.graph, self.config)
+                except InputError as e:
+                    if self.target not in RUNTIME_TARGETS:
+                        raise
+                    # host: machine-specific parameters from `micoc profile run`, absent until then
+                    raise UsageError(f"a latency constraint needs a target with a cost model: {e.message}") from None
             return self._models["latency"].predict_batch(s)  # type: ignore[attr-defined]
         if metric == "arena":
             if "arena" not in self._models:
