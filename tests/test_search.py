@@ -391,7 +391,7 @@ def test_compile_search_builds_the_winner_with_its_qat_weights(setup, tmp_path: 
 @pytest.mark.parametrize("extra, msg", [
     (["--constraint", "bops=zero"], "bad constraint"),
     (["--constraint", "arena=0.1"], "smallest achievable arena"),
-    (["--constraint", "latency=0.5"], "latency constraint needs"),
+    (["--constraint", "arena=3parsecs"], "unknown unit"),
 ])  # fmt: skip
 def test_compile_search_usage_errors_write_nothing(setup, tmp_path: Path, capsys, extra: list[str],  # type: ignore[no-untyped-def]
                                                    msg: str) -> None:
