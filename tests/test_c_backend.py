@@ -24,7 +24,7 @@ from micoc.passes.canonicalize import Canonicalize
 from micoc.passes.quantize import Quantize
 from micoc.targets import get_target
 from micoc.targets.c.emitter import arena_plan, gather_table
-from micoc.targets.c.layout import conv_weight_rows, use_planes
+from micoc.targets.c.layout import WF_PACKED, WF_PLANES, conv_weight_rows, weight_format
 from micoc.targets.host import SANITIZE
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -247,9 +247,10 @@ def test_weight_bytes_are_the_packed_sizes(tmp_path: Path) -> None:
         _, cout, taps, cin = conv_weight_rows(op)
         wb = op.operands[1].type.bits
         c = {1: 1, 2: 2, 3: 4, 4: 4}.get(wb, 8)
-        if use_planes(op):  # per output channel, wb planes of the row's K bits
+        fmt = weight_format(op)
+        if fmt == WF_PLANES:  # per output channel, wb planes of the row's K bits
             words = cout * wb * -(-taps * cin // 32)
-        elif c == 8:  # packed rows
+        elif fmt == WF_PACKED:  # packed rows (8-bit containers)
             words = cout * -(-taps * cin * c // 32)
         else:  # pairs of output channels, 16/c codes of each per word
             words = -(-cout // 2) * -(-taps * cin * c // 16)

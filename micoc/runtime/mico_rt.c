@@ -259,6 +259,32 @@ void mico_conv2d_ref(const mico_tensor *x, const mico_tensor *y, const mico_conv
 #error "mico_rt: the weight blob holds little-endian words (8-bit weights are read as bytes)"
 #endif
 
+/* Whole words of packed codes -> int32, four codes per step, per container
+ * and kind (binary: bit 1 = +1, else -1). */
+#define UNPACK_FN(NAME, C, S, INV)                                          \
+    static void NAME(const uint32_t *src, int32_t *d, int32_t nw)          \
+    {                                                                       \
+        int32_t i, q;                                                       \
+        for (i = 0; i < nw; i++) {                                          \
+            uint32_t v = src[i] ^ (INV);                                    \
+            for (q = 0; q < 8 / (C); q++, d += 4, v >>= 4 * (C)) {          \
+                d[0] = S(v, 0, C);                                          \
+                d[1] = S(v, 1, C);                                          \
+                d[2] = S(v, 2, C);                                          \
+                d[3] = S(v, 3, C);                                          \
+            }                                                               \
+        }                                                                   \
+    }
+#define UX_S(v, e, C) ((int32_t)((v) << (32 - (C) * ((e) + 1))) >> (32 - (C)))
+#define UX_U(v, e, C) ((int32_t)(((v) >> ((C) * (e))) & MASK(C)))
+#define UX_B(v, e, C) (((int32_t)((v) << (31 - (e))) >> 31) | 1) /* of the complemented word */
+UNPACK_FN(unpack_s4, 4, UX_S, 0u)
+UNPACK_FN(unpack_u4, 4, UX_U, 0u)
+UNPACK_FN(unpack_s2, 2, UX_S, 0u)
+UNPACK_FN(unpack_u2, 2, UX_U, 0u)
+UNPACK_FN(unpack_u1, 1, UX_U, 0u)
+UNPACK_FN(unpack_b1, 1, UX_B, 0xFFFFFFFFu)
+
 /* The patch of one output pixel: the input codes of channels [c0, c0 + cin_g)
  * of every tap, as int32, in the weights' (kh, kw, cin) order, then zeros up
  * to `cap` (the weight row's capacity); a padded tap is all zeros, so it adds
@@ -269,8 +295,10 @@ static void build_patch(const mico_tensor *x, const mico_conv *p, int32_t oy, in
                         int32_t cap, int32_t *patch)
 {
     int32_t i, j, k, n = p->cin_g;
-    uint32_t per = 32u >> x->lb, mask = MASK(x->cbits);
     uint32_t sb = x->kind == MICO_SIGNED ? 1u << (x->cbits - 1) : 0u;
+    void (*unpack)(const uint32_t *, int32_t *, int32_t) =
+        x->kind == MICO_BINARY ? unpack_b1 : x->cbits == 1 ? unpack_u1
+        : x->cbits == 2 ? (sb ? unpack_s2 : unpack_u2) : (sb ? unpack_s4 : unpack_u4);
     for (i = 0; i < p->kh; i++) {
         int32_t iy = oy * p->sh - p->pt + i * p->dh;
         for (j = 0; j < p->kw; j++) {
@@ -281,23 +309,18 @@ static void build_patch(const mico_tensor *x, const mico_conv *p, int32_t oy, in
             } else if (c0 == 0) {
                 /* word at a time: the pixel starts on a word */
                 const uint32_t *src = x->data + (iy * x->w + ix) * x->wpp;
-                int32_t e;
-                if (x->kind == MICO_BINARY) {
-                    for (k = 0; k < n;) {
-                        uint32_t v = *src++;
-                        for (e = 0; e < 32 && k < n; e++, k++, v >>= 1) dst[k] = 2 * (int32_t)(v & 1u) - 1;
-                    }
-                } else if (x->cbits == 8) {
-                    const uint8_t *b = (const uint8_t *)src;
-                    if (sb)
-                        for (k = 0; k < n; k++) dst[k] = SX(b[k], 0x80u);
-                    else
+                if (x->cbits == 8) {
+                    if (sb) {
+                        const int8_t *b = (const int8_t *)src;
                         for (k = 0; k < n; k++) dst[k] = b[k];
-                } else {
-                    for (k = 0; k < n;) {
-                        uint32_t v = *src++;
-                        for (e = 0; e < (int32_t)per && k < n; e++, k++, v >>= x->cbits) dst[k] = SX(v & mask, sb);
+                    } else {
+                        const uint8_t *b = (const uint8_t *)src;
+                        for (k = 0; k < n; k++) dst[k] = b[k];
                     }
+                } else {
+                    /* whole words: up to 31 codes past the tap, rewritten by the
+                     * next taps or past K (zeroed below, or the scratch's slack) */
+                    unpack(src, dst, (n + (32 >> x->lb) - 1) >> (5 - x->lb));
                 }
             } else {
                 for (k = 0; k < n; k++) dst[k] = mico_get(x, c0 + k, iy * x->w + ix);
@@ -353,6 +376,10 @@ static uint32_t dot_w8(const int32_t *x, const int8_t *r, int32_t n)
     xv = (uint32_t)x[2]; t0 += xv * (v0 & m); t1 += xv * (v1 & m); v0 >>= (C); v1 >>= (C); \
     xv = (uint32_t)x[3]; t0 += xv * (v0 & m); t1 += xv * (v1 & m); v0 >>= (C); v1 >>= (C); \
     x += 4;
+#define PS2(C)                                                                          \
+    xv = (uint32_t)x[0]; t0 += xv * (v0 & m); t1 += xv * (v1 & m); v0 >>= (C); v1 >>= (C); \
+    xv = (uint32_t)x[1]; t0 += xv * (v0 & m); t1 += xv * (v1 & m);                       \
+    x += 2;
 #define PAIRS_FN(NAME, C)                                                                          \
     MICO_HOT static void NAME(const int32_t *x, const uint32_t *w0, const uint32_t *w1, int32_t nw,       \
                      int32_t kbw, uint32_t *out)                                                  \
@@ -367,7 +394,7 @@ static uint32_t dot_w8(const int32_t *x, const int8_t *r, int32_t n)
                 uint32_t v0 = w0[j], v1 = w1[j], xv;                                              \
                 const int32_t *xe = x + 16 / (C);                                                 \
                 do {                                                                              \
-                    PS4(C)                                                                        \
+                    if ((C) == 8) { PS2(C) } else { PS4(C) }                                      \
                     if ((C) < 4) { PS4(C) }                                                       \
                     if ((C) < 2) { PS4(C) PS4(C) }                                                \
                 } while (x != xe);                                                                \
@@ -377,11 +404,20 @@ static uint32_t dot_w8(const int32_t *x, const int8_t *r, int32_t n)
         }                                                                                         \
         out[0] = s0; out[1] = s1; out[2] = s2; out[3] = s3;                                       \
     }
+PAIRS_FN(dot_pairs_c8, 8)
 PAIRS_FN(dot_pairs_c4, 4)
 PAIRS_FN(dot_pairs_c2, 2)
 PAIRS_FN(dot_pairs_c1, 1)
 
 typedef void (*pairs_fn)(const int32_t *, const uint32_t *, const uint32_t *, int32_t, int32_t, uint32_t *);
+
+/* Words of a pair row whose lane sums stay below 2^15 in magnitude: 16/c codes
+ * per word, |x u| <= xabs (2^c - 1). 0: the pair kernel can't run this layer. */
+static int32_t pairs_block(const mico_tensor *x, const mico_conv *p)
+{
+    int32_t xabs = x->kind == MICO_BINARY ? 1 : x->kind == MICO_SIGNED ? 1 << (x->bits - 1) : (1 << x->bits) - 1;
+    return 32767 / ((16 / p->wcbits) * xabs * (int32_t)MASK(p->wcbits));
+}
 
 int32_t mico_conv_patch_words(const mico_conv *p)
 {
@@ -393,11 +429,11 @@ static void conv_patch(const mico_tensor *x, const mico_tensor *y, const mico_co
 {
     int32_t oy, ox, co, g, og = p->cout / p->groups, pairs = p->fmt == MICO_WF_PAIRS;
     int32_t cap = mico_conv_patch_words(p), kbw = 1, ubias = 0;
-    pairs_fn dot = p->wcbits == 4 ? dot_pairs_c4 : p->wcbits == 2 ? dot_pairs_c2 : dot_pairs_c1;
+    pairs_fn dot = p->wcbits == 8 ? dot_pairs_c8 : p->wcbits == 4 ? dot_pairs_c4
+                 : p->wcbits == 2 ? dot_pairs_c2 : dot_pairs_c1;
     uint32_t wmul = p->wkind == MICO_BINARY ? 2u : 1u, r[4];
     if (pairs) {
-        int32_t xabs = x->kind == MICO_BINARY ? 1 : x->kind == MICO_SIGNED ? 1 << (x->bits - 1) : (1 << x->bits) - 1;
-        kbw = 32767 / ((16 / p->wcbits) * xabs * (int32_t)MASK(p->wcbits)); /* >= 2 for any widths */
+        kbw = pairs_block(x, p);
         ubias = p->wkind == MICO_BINARY ? 1 : 1 << (p->wcbits - 1);     /* w = wmul u - ubias */
     }
     for (oy = 0; oy < y->h; oy++)
@@ -743,7 +779,7 @@ static void bs_xnor(const uint32_t *xp, const uint32_t *vp, const uint32_t *wp, 
 
 int32_t mico_conv_scratch_words(const mico_tensor *x, const mico_conv *p)
 {
-    if (p->fmt != MICO_WF_PLANES) return mico_conv_patch_words(p);
+    if (p->fmt != MICO_WF_PLANES) return mico_conv_patch_words(p) + 32; /* + whole-word unpack slack */
     return (x->cbits == 1 ? 0 : x->h * x->w * x->bits * ((x->c + 31) >> 5)) + (x->bits + 2) * (p->wpt + 1);
 }
 
@@ -820,7 +856,7 @@ static void conv_planes(const mico_tensor *x, const mico_tensor *y, const mico_c
 
 void mico_conv2d_opt(const mico_tensor *x, const mico_tensor *y, const mico_conv *p, uint32_t *scratch)
 {
-    if (p->acc64 || (p->fmt == MICO_WF_PACKED && p->wcbits != 8)
+    if (p->acc64 || (p->fmt == MICO_WF_PACKED && p->wcbits != 8) || (p->fmt == MICO_WF_PAIRS && pairs_block(x, p) < 1)
         || (p->fmt == MICO_WF_PLANES && (p->groups != 1 || x->bits * p->wbits > 64))) {
         mico_conv2d_ref(x, y, p); /* int64 accumulators (or a layout no fast kernel reads): the plain loop */
     } else if (p->fmt == MICO_WF_PLANES) {

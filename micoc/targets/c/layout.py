@@ -8,8 +8,8 @@ in containers of 1/2/4/8 bits and is padded with zero bits to a whole
 
 Conv/linear weights are laid out along the reduction dimension in tap-major
 order (kh, kw, cin): one packed row per output channel (PACKED, 8-bit
-containers), two output channels interleaved in 16-bit lanes (PAIRS, 1-4 bit
-containers) or, for the bit-serial kernel, one bit-plane per weight bit per
+containers and activations wider than 4 bits), two output channels interleaved
+in 16-bit lanes (PAIRS, the other layers) or, for the bit-serial kernel, one bit-plane per weight bit per
 output channel (PLANES).
 """
 
@@ -84,10 +84,12 @@ def use_planes(op: Op) -> bool:
 
 
 def weight_format(op: Op) -> int:
-    """PLANES (bit-serial), PACKED for 8-bit containers (read as int8), else PAIRS."""
+    """PLANES (bit-serial); PACKED (read as int8) for 8-bit weight containers with
+    activations of more than 4 bits (a lane of 16 bits can't hold x * u); else PAIRS."""
     if use_planes(op):
         return WF_PLANES
-    return WF_PACKED if container_bits(op.operands[1].type.bits) == 8 else WF_PAIRS
+    wide = container_bits(op.operands[1].type.bits) == 8 and op.operands[0].type.bits > 4
+    return WF_PACKED if wide else WF_PAIRS
 
 
 def conv_weight_rows(op: Op) -> tuple[np.ndarray, int, int, int]:
@@ -108,7 +110,7 @@ def pack_conv_weights(op: Op) -> tuple[np.ndarray, int, int]:
     PACKED: one row per output channel packed as in numerics.pack (row padded
     to a word). PLANES: per output channel, one plane of ceil(K/32) words per
     weight bit (bit q of each code's two's complement; binary: bit 1 = +1).
-    PAIRS (containers c of 1, 2, 4 bits): output channels in pairs (2m, 2m+1);
+    PAIRS (containers c of 1, 2, 4, 8 bits): output channels in pairs (2m, 2m+1);
     word j of a pair holds n = 16/c codes k in [j n, (j+1) n) of channel 2m in
     its low half and of channel 2m+1 in its high half, as u = w + 2^(c-1)
     (binary: u = the bit, w = 2u - 1), LSB first; a missing channel 2m+1 is 0."""
@@ -147,9 +149,9 @@ def conv_scratch_words(op: Op, wpt: int) -> int:
     one output pixel's unpacked patch (the weight row's capacity of int32)."""
     x = tensor_layout(op.operands[0].type)
     fmt = weight_format(op)
-    if fmt == WF_PACKED:
-        return wpt * 4
+    if fmt == WF_PACKED:  # + 32: the last tap is unpacked in whole words
+        return wpt * 4 + 32
     if fmt == WF_PAIRS:
-        return wpt * (16 // container_bits(op.operands[1].type.bits))
+        return wpt * (16 // container_bits(op.operands[1].type.bits)) + 32
     inp = 0 if x.cbits == 1 else x.h * x.w * x.bits * (-(-x.c // 32))
     return inp + (x.bits + 2) * (wpt + 1)
