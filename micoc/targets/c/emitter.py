@@ -116,9 +116,9 @@ class Blob:
     def add(self, name: str, kind: str, data: np.ndarray) -> int:
         """Append 32-bit words; returns their word offset."""
         arr = np.ascontiguousarray(np.asarray(data).reshape(-1))
-        if arr.dtype.kind == "i":
-            arr = arr.astype(np.int64).astype(np.int32).view(np.uint32)
-        arr = arr.astype(np.uint32)
+        if arr.dtype.kind == "i":  # two's complement words (int64 wraps to its low 32 bits)
+            arr = arr.astype(np.int32, copy=False).view(np.uint32)
+        arr = arr.astype(np.uint32, copy=False)
         off = self.size
         self.words.append(arr)
         self.size += arr.size
@@ -386,7 +386,7 @@ class _Emitter:
             for name in ("model.h", "model.c", "Makefile")
         }
         files["weights.c"] = env.get_template("weights_incbin.c.j2" if incbin else "weights.c.j2").render(**ctx)
-        self.blob_bytes = blob.astype("<u4").tobytes()
+        self.blob_bytes = blob.astype("<u4", copy=False).tobytes()
         self.weights_mode = "incbin" if incbin else "array"
         weights = [dict(e) for e in self.blob.entries]
         report = {
