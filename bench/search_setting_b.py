@@ -252,6 +252,24 @@ def table(runs: dict, cs, ev, budget: float, config: str, epochs: float, seeds: 
                 t = sum(a == b for a, b in pairs)
                 lines += ["", f"Paired by seed, mico vs {other_name}: better on {w}, tied on {t}, worse on "
                               f"{len(pairs) - w - t} of {len(pairs)} seeds (validation)."]
+    same = [s for s in seeds if ("greedy", s) in by and ("random", s) in by
+            and by[("greedy", s)]["scheme"] == by[("random", s)]["scheme"]]
+    if same:
+        lines += ["", f"greedy's winner is random's (same seed) in {len(same)} of {len(seeds)} seeds: its probes one "
+                      "step below all-8 cannot see the cliff at a 1-bit input (conv1 at a1: top-1 0.10, chance), its "
+                      "lowered scheme and that scheme's neighbours land there, and its remaining evaluations are the "
+                      "first of the random feasible schemes `random` draws with that seed (so it finds random's "
+                      "winner unless that one came late)."]
+    if rv32:
+        win = [rv32[fmt_scheme(r["scheme"])] for r in runs.values() if r["scheme"] and r["searcher"] != "uniform"]
+        lines += ["", f"**In micoc's deployed code** (rv32 column) the searched winners run at {min(win):.2f}-"
+                      f"{max(win):.2f} of INT8's instructions, i.e. *slower* than INT8, and all-1-bit at "
+                      f"{rv32[fmt_scheme([[1, 1]] * cs.space.n_layers)]:.2f}: the portable runtime's conv1 (cin = 1) "
+                      "is slower at 2-bit than at 8-bit input (docs/architecture.md, vexii latency model), which "
+                      "neither vexii proxy sees. Under the default `layer` model no budget <= 0.6 is usable either: "
+                      "every feasible scheme (exhaustive over all 4^10) has 1-bit inputs to conv1 and conv2, and the "
+                      "two schemes with 1-bit conv1/conv2 inputs we QAT-scored (w2a1 w1a1 w4a4 w8a8 w8a8, w8a1 w8a1 w8a8 w8a8 w8a8) reached "
+                      "0.10 (chance)."]
     lines += ["", f"One QAT evaluation (fine-tune + validation + test): median {np.median(secs):.1f} s over "
                   f"{len(secs)} distinct schemes (cached and shared by all searches).", "",
               f"Machine: {machine()}. Shared with other jobs (2 CPUs), so seconds are inflated."]
@@ -267,6 +285,7 @@ if __name__ == "__main__":
     ap.add_argument("--searchers", default="mico,random,greedy,uniform")
     ap.add_argument("--table-only", action="store_true")
     ap.add_argument("--measure", action="store_true", help="also measure each winner's rv32 instructions")
+    ap.add_argument("--commit", default="", help="the micoc commit the runs used (recorded in the section)")
     ap.add_argument("--write", action="store_true", help="record the section in BENCHMARKS.md")
     args = ap.parse_args()
     seeds = [int(s) for s in args.seeds.split(",")]
@@ -276,6 +295,8 @@ if __name__ == "__main__":
     if not args.table_only:
         do_runs(g, space, cs, ev, key, args.searchers.split(","), seeds)
     text = table(load_runs(key), cs, ev, args.budget, args.config, args.qat_epochs, seeds, args.measure)
+    if args.commit:
+        text = text.replace("\nMachine: ", f"\nRuns and rv32 builds with micoc at {args.commit}. Machine: ", 1)
     print(text)
     if args.write:
         write_section(text)
