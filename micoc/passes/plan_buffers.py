@@ -51,7 +51,8 @@ whether it lives in the arena, on the stack or in a separate static buffer.
 The plan is kept out of the IR (the text form does not change): the pass
 stores the `BufferPlan` in ``ctx.data["buffer_plan"]`` and a JSON-able dict
 in the ``buffer_plan`` attribute of the graph object; emitters call
-`plan_buffers(graph, size_of=...)` directly with their own layout's sizes.
+`plan_buffers(graph, size_of=..., is_view=...)` directly with their own
+layout's sizes and views (the C backend: `micoc.targets.c.emitter.arena_plan`).
 """
 
 from __future__ import annotations
