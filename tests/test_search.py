@@ -405,3 +405,18 @@ def test_compile_search_usage_errors_write_nothing(setup, tmp_path: Path, capsys
                  "-o", str(out), *extra]) == 2
     assert msg in capsys.readouterr().err
     assert not out.exists() and list(tmp_path.iterdir()) == [val]
+
+
+def test_vexii_latency_gemm_kind_config(setup) -> None:  # type: ignore[no-untyped-def]
+    """`--config CFG:bare` prices GEMMs with the bare-kernel proxy: much more bit-sensitive
+    than the default whole-layer proxies (all-1-bit LeNet-5: 0.30 vs 0.49 of INT8)."""
+    g, _ = setup
+    space = SearchSpace.for_graph(g, (1, 2, 4, 8))
+    low = space.uniform(1)[None]
+    layer = constraints_from_text(g, "vexii", space, ["latency=0.5"])
+    bare = constraints_from_text(g, "vexii", space, ["latency=0.5"], "high:bare")
+    assert layer.of_int8(low)["latency"][0] == pytest.approx(0.485, abs=0.01)
+    assert bare.of_int8(low)["latency"][0] == pytest.approx(0.297, abs=0.01)
+    with pytest.raises(UsageError, match="smallest achievable latency is 0.485"):
+        constraints_from_text(g, "vexii", space, ["latency=0.35"]).check_achievable()
+    constraints_from_text(g, "vexii", space, ["latency=0.35"], "high:bare").check_achievable()
