@@ -259,15 +259,16 @@ void mico_conv2d_ref(const mico_tensor *x, const mico_tensor *y, const mico_conv
 #error "mico_rt: the weight blob holds little-endian words (8-bit weights are read as bytes)"
 #endif
 
-/* Whole words of packed codes -> int32, four codes per step, per container
- * and kind (binary: bit 1 = +1, else -1). */
+/* n packed codes (rounded up to 4) -> int32, four codes per step, per
+ * container and kind (binary: bit 1 = +1, else -1). */
 #define UNPACK_FN(NAME, C, S, INV)                                          \
-    static void NAME(const uint32_t *src, int32_t *d, int32_t nw)          \
+    static void NAME(const uint32_t *src, int32_t *d, int32_t n)           \
     {                                                                       \
-        int32_t i, q;                                                       \
-        for (i = 0; i < nw; i++) {                                          \
-            uint32_t v = src[i] ^ (INV);                                    \
-            for (q = 0; q < 8 / (C); q++, d += 4, v >>= 4 * (C)) {          \
+        const int32_t *e = d + n;                                           \
+        while (d < e) {                                                     \
+            uint32_t v = *src++ ^ (INV);                                    \
+            int32_t q;                                                      \
+            for (q = 0; q < 8 / (C) && d < e; q++, d += 4, v >>= 4 * (C)) { \
                 d[0] = S(v, 0, C);                                          \
                 d[1] = S(v, 1, C);                                          \
                 d[2] = S(v, 2, C);                                          \
@@ -318,9 +319,9 @@ static void build_patch(const mico_tensor *x, const mico_conv *p, int32_t oy, in
                         for (k = 0; k < n; k++) dst[k] = b[k];
                     }
                 } else {
-                    /* whole words: up to 31 codes past the tap, rewritten by the
-                     * next taps or past K (zeroed below, or the scratch's slack) */
-                    unpack(src, dst, (n + (32 >> x->lb) - 1) >> (5 - x->lb));
+                    /* up to 3 codes past the tap: rewritten by the next taps, or
+                     * past K (zeroed below, or the scratch's slack) */
+                    unpack(src, dst, n);
                 }
             } else {
                 for (k = 0; k < n; k++) dst[k] = mico_get(x, c0 + k, iy * x->w + ix);
@@ -532,32 +533,34 @@ static void to_planes(const mico_tensor *x, uint32_t *planes, int32_t ppw)
     }
 }
 
-/* OR n bits (src words, zero above n) into the bit stream dst at bit `off`;
- * may touch one word past the last bit (zeros). */
-static void put_bits(uint32_t *dst, int32_t off, const uint32_t *src, int32_t n)
+/* One plane of an output pixel's patch: the taps' cin bits in (kh, kw, cin)
+ * order (plane words at `src` + pixel * xstride, zero above cin; src NULL:
+ * the valid mask), padded taps 0, written as a stream of whole words. */
+static void plane_patch(const uint32_t *src, int32_t xstride, const mico_tensor *x, const mico_conv *p, int32_t oy,
+                        int32_t ox, uint32_t *out)
 {
-    uint32_t sh = (uint32_t)off & 31u;
-    int32_t k, nw = (n + 31) >> 5;
-    dst += off >> 5;
-    if (!sh) {
-        for (k = 0; k < nw; k++) dst[k] |= src[k];
-    } else {
-        for (k = 0; k < nw; k++) {
-            dst[k] |= src[k] << sh;
-            dst[k + 1] |= src[k] >> (32u - sh);
+    int32_t i, j, cin = p->cin_g, fill = 0;
+    uint32_t cur = 0;
+    for (i = 0; i < p->kh; i++) {
+        int32_t iy = oy * p->sh - p->pt + i * p->dh;
+        for (j = 0; j < p->kw; j++) {
+            int32_t ix = ox * p->sw - p->pl + j * p->dw, left, k;
+            int valid = iy >= 0 && iy < x->h && ix >= 0 && ix < x->w;
+            const uint32_t *s = valid && src ? src + (iy * x->w + ix) * xstride : 0;
+            for (left = cin, k = 0; left > 0; left -= 32, k++) {
+                int32_t nb = left < 32 ? left : 32;
+                uint32_t b = !valid ? 0u : s ? s[k] : nb == 32 ? 0xFFFFFFFFu : MASK(nb);
+                cur |= b << fill;
+                fill += nb;
+                if (fill >= 32) {
+                    fill -= 32;
+                    *out++ = cur;
+                    cur = fill ? b >> (nb - fill) : 0u; /* the bits that did not fit */
+                }
+            }
         }
     }
-}
-
-static void put_ones(uint32_t *dst, int32_t off, int32_t n)
-{
-    while (n > 0) {
-        uint32_t sh = (uint32_t)off & 31u;
-        int32_t m = 32 - (int32_t)sh < n ? 32 - (int32_t)sh : n;
-        dst[off >> 5] |= (m == 32 ? 0xFFFFFFFFu : MASK(m)) << sh;
-        off += m;
-        n -= m;
-    }
+    if (fill) *out = cur;
 }
 
 /* Weight of plane q among `bits` planes of kind `kind`. */
@@ -577,121 +580,82 @@ static int32_t plane_coef(int32_t q, int32_t bits, uint8_t kind)
 
 /* out[r] = sum_pq coef[p * wb + q] popcount(X_p & W_q) over nw words for
  * `rows` weight rows; x planes at stride xs, w planes at stride nw, rows at
- * stride wb * nw. Unrolled plane loops for 1 and 2 planes. */
-static void bs_dot(const uint32_t *xp, int32_t xs, int32_t ab, const uint32_t *wp, int32_t wb, int32_t nw,
+ * stride wb * nw. One function per plane count (1 or 2 each), unrolled; the
+ * word pairs [j, j + 1] share the S3 fold, an odd last word goes alone. */
+/* rows of at most 7 words: the byte lanes sum below 256, one multiply folds them */
+#define HSUM(t) (nw <= 7 ? ((t) * 0x01010101u) >> 24 : hsum(t))
+#define BS_FN(NAME, AB, WB, PAIR, ONE)                                                          \
+    static void NAME(const uint32_t *xp, int32_t xs, const uint32_t *wp, int32_t nw,            \
+                     const int32_t *coef, int32_t rows, uint32_t *out)                          \
+    {                                                                                           \
+        BS_MASKS;                                                                               \
+        const uint32_t *y1 = xp + xs;                                                           \
+        uint32_t k0 = (uint32_t)coef[0], k1 = (uint32_t)coef[1], k2 = (uint32_t)coef[2];        \
+        uint32_t k3 = (uint32_t)coef[3];                                                        \
+        int32_t row;                                                                            \
+        (void)y1;                                                                               \
+        for (row = 0; row < rows; row++, wp += (WB) * nw) {                                     \
+            const uint32_t *w1 = wp + nw;                                                       \
+            int32_t j = 0;                                                                      \
+            uint32_t c0 = 0, c1 = 0, c2 = 0, c3 = 0;                                            \
+            (void)w1;                                                                           \
+            while (j < nw) {                                                                    \
+                int32_t end = nw - j > 30 ? j + 30 : nw;                                        \
+                uint32_t t0 = 0, t1 = 0, t2 = 0, t3 = 0;                                        \
+                for (; j + 1 < end; j += 2) {                                                   \
+                    PAIR                                                                        \
+                }                                                                               \
+                if (j < end) {                                                                  \
+                    ONE                                                                         \
+                    j++;                                                                        \
+                }                                                                               \
+                c0 += HSUM(t0);                                                 \
+                if ((AB) * (WB) > 1) c1 += HSUM(t1);                            \
+                if ((AB) * (WB) > 2) {                                                          \
+                    c2 += HSUM(t2);                                             \
+                    c3 += HSUM(t3);                                             \
+                }                                                                               \
+            }                                                                                   \
+            out[row] = c0 * k0 + c1 * k1 + c2 * k2 + c3 * k3;                                   \
+        }                                                                                       \
+    }
+/* t += S3(S2(a & b) + S2(c & d)) */
+#define BS_PAIR(t, a, b, c, d)          \
+    {                                   \
+        uint32_t u_ = (a) & (b), v_ = (c) & (d); \
+        u_ = S2(u_) + S2(v_);           \
+        t += S3(u_);                    \
+    }
+#define BS_ONE(t, a, b)                 \
+    {                                   \
+        uint32_t u_ = (a) & (b);        \
+        u_ = S2(u_);                    \
+        t += S3(u_);                    \
+    }
+BS_FN(bs_11, 1, 1, BS_PAIR(t0, xp[j], wp[j], xp[j + 1], wp[j + 1]), BS_ONE(t0, xp[j], wp[j]))
+BS_FN(bs_12, 1, 2,
+      BS_PAIR(t0, xp[j], wp[j], xp[j + 1], wp[j + 1]) BS_PAIR(t1, xp[j], w1[j], xp[j + 1], w1[j + 1]),
+      BS_ONE(t0, xp[j], wp[j]) BS_ONE(t1, xp[j], w1[j]))
+BS_FN(bs_21, 2, 1,
+      BS_PAIR(t0, xp[j], wp[j], xp[j + 1], wp[j + 1]) BS_PAIR(t1, y1[j], wp[j], y1[j + 1], wp[j + 1]),
+      BS_ONE(t0, xp[j], wp[j]) BS_ONE(t1, y1[j], wp[j]))
+BS_FN(bs_22, 2, 2,
+      BS_PAIR(t0, xp[j], wp[j], xp[j + 1], wp[j + 1]) BS_PAIR(t1, xp[j], w1[j], xp[j + 1], w1[j + 1])
+      BS_PAIR(t2, y1[j], wp[j], y1[j + 1], wp[j + 1]) BS_PAIR(t3, y1[j], w1[j], y1[j + 1], w1[j + 1]),
+      BS_ONE(t0, xp[j], wp[j]) BS_ONE(t1, xp[j], w1[j]) BS_ONE(t2, y1[j], wp[j]) BS_ONE(t3, y1[j], w1[j]))
+
+/* Any plane counts (not emitted by the compiler today; kept exact). */
+static void bs_any(const uint32_t *xp, int32_t xs, int32_t ab, const uint32_t *wp, int32_t wb, int32_t nw,
                    const int32_t *coef, int32_t rows, uint32_t *out)
 {
-    BS_MASKS;
-    int32_t row;
+    int32_t row, pq, k;
     for (row = 0; row < rows; row++, wp += wb * nw) {
-    int32_t j = 0;
-    uint32_t c0 = 0, c1 = 0, c2 = 0, c3 = 0;
-    if (ab > 2 || wb > 2) { /* any widths */
-        int32_t pq, k;
         uint32_t acc = 0;
         for (pq = 0; pq < ab * wb; pq++) {
             const uint32_t *a = xp + (pq / wb) * xs, *b = wp + (pq % wb) * nw;
             for (k = 0; k < nw; k++) acc += (uint32_t)coef[pq] * popc(a[k] & b[k]);
         }
         out[row] = acc;
-        continue;
-    }
-    while (j < nw) {
-        int32_t end = nw - j > 30 ? j + 30 : nw;
-        uint32_t t0 = 0, t1 = 0, t2 = 0, t3 = 0;
-        /* word pairs [j, j + 1], then an odd last word */
-        if (ab == 1 && wb == 1) {
-            for (; j + 1 < end; j += 2) {
-                uint32_t a = xp[j] & wp[j], b = xp[j + 1] & wp[j + 1];
-                a = S2(a) + S2(b);
-                t0 += S3(a);
-            }
-            if (j < end) {
-                uint32_t a = xp[j] & wp[j];
-                a = S2(a);
-                t0 += S3(a);
-                j++;
-            }
-        } else if (ab == 1) {
-            const uint32_t *w1 = wp + nw;
-            for (; j + 1 < end; j += 2) {
-                uint32_t x0 = xp[j], x1 = xp[j + 1];
-                uint32_t a = x0 & wp[j], b = x1 & wp[j + 1], c = x0 & w1[j], d = x1 & w1[j + 1];
-                a = S2(a) + S2(b);
-                c = S2(c) + S2(d);
-                t0 += S3(a);
-                t1 += S3(c);
-            }
-            if (j < end) {
-                uint32_t a = xp[j] & wp[j], c = xp[j] & w1[j];
-                a = S2(a);
-                c = S2(c);
-                t0 += S3(a);
-                t1 += S3(c);
-                j++;
-            }
-        } else if (wb == 1) {
-            const uint32_t *y1 = xp + xs;
-            for (; j + 1 < end; j += 2) {
-                uint32_t w0 = wp[j], w1 = wp[j + 1];
-                uint32_t a = xp[j] & w0, b = xp[j + 1] & w1, c = y1[j] & w0, d = y1[j + 1] & w1;
-                a = S2(a) + S2(b);
-                c = S2(c) + S2(d);
-                t0 += S3(a);
-                t1 += S3(c);
-            }
-            if (j < end) {
-                uint32_t a = xp[j] & wp[j], c = y1[j] & wp[j];
-                a = S2(a);
-                c = S2(c);
-                t0 += S3(a);
-                t1 += S3(c);
-                j++;
-            }
-        } else {
-            const uint32_t *y1 = xp + xs, *w1 = wp + nw;
-            for (; j + 1 < end; j += 2) {
-                uint32_t x0 = xp[j], x1 = y1[j], v0 = wp[j], v1 = w1[j];
-                uint32_t a = x0 & v0, b = x0 & v1, c = x1 & v0, d = x1 & v1, e, f, g, h;
-                x0 = xp[j + 1];
-                x1 = y1[j + 1];
-                v0 = wp[j + 1];
-                v1 = w1[j + 1];
-                e = x0 & v0;
-                f = x0 & v1;
-                g = x1 & v0;
-                h = x1 & v1;
-                a = S2(a) + S2(e);
-                b = S2(b) + S2(f);
-                c = S2(c) + S2(g);
-                d = S2(d) + S2(h);
-                t0 += S3(a);
-                t1 += S3(b);
-                t2 += S3(c);
-                t3 += S3(d);
-            }
-            if (j < end) {
-                uint32_t x0 = xp[j], x1 = y1[j], v0 = wp[j], v1 = w1[j];
-                uint32_t a = x0 & v0, b = x0 & v1, c = x1 & v0, d = x1 & v1;
-                a = S2(a);
-                b = S2(b);
-                c = S2(c);
-                d = S2(d);
-                t0 += S3(a);
-                t1 += S3(b);
-                t2 += S3(c);
-                t3 += S3(d);
-                j++;
-            }
-        }
-        c0 += hsum(t0);
-        c1 += hsum(t1);
-        if (ab * wb > 2) {
-            c2 += hsum(t2);
-            c3 += hsum(t3);
-        }
-    }
-    out[row] = c0 * (uint32_t)coef[0] + c1 * (uint32_t)coef[1] + c2 * (uint32_t)coef[2] + c3 * (uint32_t)coef[3];
     }
 }
 
@@ -779,8 +743,8 @@ static void bs_xnor(const uint32_t *xp, const uint32_t *vp, const uint32_t *wp, 
 
 int32_t mico_conv_scratch_words(const mico_tensor *x, const mico_conv *p)
 {
-    if (p->fmt != MICO_WF_PLANES) return mico_conv_patch_words(p) + 32; /* + whole-word unpack slack */
-    return (x->cbits == 1 ? 0 : x->h * x->w * x->bits * ((x->c + 31) >> 5)) + (x->bits + 2) * (p->wpt + 1);
+    if (p->fmt != MICO_WF_PLANES) return mico_conv_patch_words(p) + 4; /* + unpack slack */
+    return (x->cbits == 1 ? 0 : x->h * x->w * x->bits * ((x->c + 31) >> 5)) + (x->bits + 2) * (p->wpt + 1) + p->cout;
 }
 
 /* Bit-serial path (format PLANES, groups == 1, operands of at most 8 bits).
@@ -799,7 +763,7 @@ static void conv_planes(const mico_tensor *x, const mico_tensor *y, const mico_c
     int xbin = x->kind == MICO_BINARY, wbin = p->wkind == MICO_BINARY;
     const uint32_t *xs = x->data;
     uint32_t *pp, *vp, r[16];
-    int32_t coef[64];
+    int32_t coef[64], coefi[4] = {0, 0, 0, 0}, *ws = 0;
     if (x->cbits != 1) {
         to_planes(x, scratch, ppw);
         xs = scratch;
@@ -811,25 +775,36 @@ static void conv_planes(const mico_tensor *x, const mico_tensor *y, const mico_c
     for (k = 0; k < 64; k++) coef[k] = 0;
     for (k = 0; k < xpl * wb; k++)
         coef[k] = (xbin ? (k / wb ? -1 : 1) : plane_coef(k / wb, ab, x->kind)) * plane_coef(k % wb, wb, p->wkind);
+    if (xbin && !wbin && wb <= 2 && y->h * y->w > 1) {
+        /* binary x on a pixel without padded taps: 2 sum_q b_q pc(X & W_q) - ws,
+         * ws = sum_q b_q pc(W_q) of the row (half the popcounts of P, N) */
+        ws = (int32_t *)(vp + ps);
+        for (q = 0; q < wb; q++) coefi[q] = 2 * plane_coef(q, wb, p->wkind);
+        for (co = 0; co < p->cout; co++) {
+            const uint32_t *wc = p->w + co * wb * nw;
+            ws[co] = 0;
+            for (q = 0; q < wb; q++)
+                for (k = 0; k < nw; k++) ws[co] += plane_coef(q, wb, p->wkind) * (int32_t)popc(wc[q * nw + k]);
+        }
+    }
     for (oy = 0; oy < y->h; oy++)
         for (ox = 0; ox < y->w; ox++) {
             writer wr;
-            int32_t nvalid = 0, off = 0, sxp = 0;
-            words_zero(pp, (xpl + 1) * ps);
+            int32_t nvalid = 0, off = p->kh * p->kw * cin, sxp = 0;
             for (i = 0; i < p->kh; i++) {
-                int32_t iy = oy * p->sh - p->pt + i * p->dh;
-                for (j = 0; j < p->kw; j++, off += cin) {
+                int32_t iy = oy * p->sh - p->pt + i * p->dh, nx = 0;
+                if (iy < 0 || iy >= x->h) continue;
+                for (j = 0; j < p->kw; j++) {
                     int32_t ix = ox * p->sw - p->pl + j * p->dw;
-                    const uint32_t *src;
-                    if (iy < 0 || iy >= x->h || ix < 0 || ix >= x->w) continue;
-                    src = xs + (iy * x->w + ix) * xstride;
-                    for (q = 0; q < ab; q++) put_bits(pp + q * ps, off, src + q * ppw, cin);
-                    if (xbin) put_ones(vp, off, cin);
-                    nvalid += cin;
+                    nx += ix >= 0 && ix < x->w;
                 }
+                nvalid += nx * cin;
             }
-            if (xbin)
+            for (q = 0; q < ab; q++) plane_patch(xs + q * ppw, xstride, x, p, oy, ox, pp + q * ps);
+            if (xbin && nvalid != off) {
+                plane_patch(0, 0, x, p, oy, ox, vp);
                 for (k = 0; k < nw; k++) pp[ps + k] = vp[k] & ~pp[k]; /* N = V & ~X */
+            }
             if (wbin && !xbin)
                 for (q = 0; q < ab; q++)
                     for (k = 0; k < nw; k++) sxp += plane_coef(q, ab, x->kind) * (int32_t)popc(pp[q * ps + k]);
@@ -840,8 +815,14 @@ static void conv_planes(const mico_tensor *x, const mico_tensor *y, const mico_c
                 if (xbin && wbin) {
                     bs_xnor(pp, nvalid == off ? 0 : vp, wc, nw, k, r);
                     for (i = 0; i < k; i++) r[i] = (uint32_t)nvalid - 2u * r[i];
+                } else if (ws && nvalid == off) {
+                    (wb == 1 ? bs_11 : bs_12)(pp, ps, wc, nw, coefi, k, r);
+                    for (i = 0; i < k; i++) r[i] -= (uint32_t)ws[co + i];
                 } else {
-                    bs_dot(pp, ps, xpl, wc, wb, nw, coef, k, r);
+                    if (xpl > 2 || wb > 2)
+                        bs_any(pp, ps, xpl, wc, wb, nw, coef, k, r);
+                    else
+                        (xpl == 1 ? (wb == 1 ? bs_11 : bs_12) : (wb == 1 ? bs_21 : bs_22))(pp, ps, wc, nw, coef, k, r);
                     if (wbin)
                         for (i = 0; i < k; i++) r[i] -= (uint32_t)sxp;
                 }

@@ -144,14 +144,14 @@ def pack_conv_weights(op: Op) -> tuple[np.ndarray, int, int]:
 
 def conv_scratch_words(op: Op, wpt: int) -> int:
     """Scratch of a conv/linear (mirrors mico_conv_scratch_words). Bit-serial: the
-    bit-planes of the layer input (none for 1-bit inputs) and the planes of one output
-    pixel's patch (abits + 2 planes of wpt + 1 words). Patch kernels:
+    bit-planes of the layer input (none for 1-bit inputs), the planes of one output
+    pixel's patch (abits + 2 planes of wpt + 1 words) and cout row sums. Patch kernels:
     one output pixel's unpacked patch (the weight row's capacity of int32)."""
     x = tensor_layout(op.operands[0].type)
     fmt = weight_format(op)
-    if fmt == WF_PACKED:  # + 32: the last tap is unpacked in whole words
-        return wpt * 4 + 32
+    if fmt == WF_PACKED:  # + 4: the last tap is unpacked four codes at a time
+        return wpt * 4 + 4
     if fmt == WF_PAIRS:
-        return wpt * (16 // container_bits(op.operands[1].type.bits)) + 32
+        return wpt * (16 // container_bits(op.operands[1].type.bits)) + 4
     inp = 0 if x.cbits == 1 else x.h * x.w * x.bits * (-(-x.c // 32))
-    return inp + (x.bits + 2) * (wpt + 1)
+    return inp + (x.bits + 2) * (wpt + 1) + op.operands[1].type.shape[0]
