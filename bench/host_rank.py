@@ -10,9 +10,13 @@
    builds are linked into one process (profile_run.build_host_multi) that
    runs --rounds rounds, each round every scheme (fresh random order) for 1
    warm-up + --repeats timed inferences; the score is the median over the
-   rounds of the per-round median, measured with the wall clock and with
+   rounds of the per-round median (and the minimum: on a loaded machine
+   the median also measures the other processes), measured with the wall clock and with
    the thread's CPU clock (which leaves out the time other processes ran on
-   this shared machine; separate processes differed by up to 2x).
+   this shared machine). --sessions such processes per clock: a whole
+   process can run up to 2x slower (a busy sibling hardware thread), not
+   uniformly across kernels, so the fastest session is reported (the host
+   profile keeps its fastest session the same way).
    rv32: exact retired instructions of one inference under QEMU.
 4. Spearman(predicted, measured) of the host proxy, the rv32 proxy and BOPs.
 
@@ -60,10 +64,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--profile-repeats", type=int, default=31)
     ap.add_argument("--clock", default="cpu", choices=["wall", "cpu"],
                     help="clock of the host profile (end-to-end latency is measured with both)")
+    ap.add_argument("--stat", default="min", choices=["median", "min"],
+                    help="statistic of the host profile (end-to-end latency is reported with both)")
     ap.add_argument("--host-params", type=Path, default=None, help="skip profiling: use these host bundles")
     ap.add_argument("--rv32-params", type=Path, default=None, help="rv32 bundles (default: shipped)")
     ap.add_argument("--schemes", type=int, default=20)
     ap.add_argument("--rounds", type=int, default=21)
+    ap.add_argument("--sessions", type=int, default=3, help="timing processes per clock (the fastest is reported)")
     ap.add_argument("--repeats", type=int, default=3, help="timed inferences per scheme and round (median kept)")
     ap.add_argument("--no-rv32", action="store_true")
     ap.add_argument("--seed", type=int, default=0)
@@ -84,7 +91,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.host_params is None:
         t0 = time.perf_counter()
         res = profile_run("host", tmp / "profile", grid=args.grid, repeats=args.profile_repeats,
-                          clock=args.clock, command=f"python bench/host_rank.py --grid {args.grid}",
+                          clock=args.clock, sessions=args.sessions, stat=args.stat, command=f"python bench/host_rank.py --grid {args.grid}",
                           log=lambda m: print(m, flush=True))
         prof_s = time.perf_counter() - t0
         host_params = tmp / "profile" / "params"
@@ -126,24 +133,38 @@ def main(argv: list[str] | None = None) -> int:
     build_s = time.perf_counter() - t0
 
     t0 = time.perf_counter()
-    per_round = {}
-    for c in ("wall", "cpu"):
-        t = time_host_multi(exe, len(schemes), args.rounds, args.repeats, clock=c)
-        per_round[c] = np.stack([np.median(ti[:, :, 0], axis=1) for ti in t], axis=1)  # [rounds, schemes]
-    time_s = time.perf_counter() - t0
-    med = {c: np.median(v, axis=0) for c, v in per_round.items()}
-    measured = med[args.clock]
-    # how stable the measurement is: rank agreement of two halves of the rounds
+    # sessions x clocks, alternating. Per session, clock and statistic, one value per scheme:
+    # median = the median over the rounds of the per-round median, min = the fastest run.
+    # For each (clock, statistic) the fastest session (smallest sum) is reported.
+    stats = {"median": lambda t: np.median(np.median(t[:, :, 0], axis=1)), "min": lambda t: np.min(t[:, :, 0])}
+    sess: dict[tuple[str, str], list[np.ndarray]] = {}
+    halves: dict[tuple[str, str], list[float]] = {}
     half = args.rounds // 2
-    split = {c: metrics.spearman(np.median(v[:half], axis=0), np.median(v[half:], axis=0)) if half else float("nan")
-             for c, v in per_round.items()}
+    for _ in range(args.sessions):
+        for c in ("wall", "cpu"):
+            t = time_host_multi(exe, len(schemes), args.rounds, args.repeats, clock=c)
+            for st, fn in stats.items():
+                sess.setdefault((c, st), []).append(np.array([fn(ti) for ti in t]))
+                halves.setdefault((c, st), []).append(metrics.spearman(
+                    np.array([fn(ti[:half]) for ti in t]), np.array([fn(ti[half:]) for ti in t])))
+    time_s = time.perf_counter() - t0
+    best = {k: int(np.argmin([v.sum() for v in vs])) for k, vs in sess.items()}
+    med = {k: sess[k][best[k]] for k in sess}
+    measured = med[(args.clock, args.stat)]
     load1 = os.getloadavg()[0]
 
     lines = []
-    for c, what in (("wall", "wall time"), ("cpu", "thread CPU time")):
-        lines.append(f"host proxy (micoc-rt, {args.clock}-clock profile) vs measured {what}: Spearman "
-                     f"{metrics.spearman(pred_host, med[c]):.3f} (MAPE {metrics.mape(pred_host, med[c]):.1f} %); "
-                     f"BOPs: {metrics.spearman(bops, med[c]):.3f}; split-half stability {split[c]:.3f}")
+    for c, what in (("cpu", "thread CPU time"), ("wall", "wall time")):
+        for st in ("min", "median"):
+            k = (c, st)
+            per = [metrics.spearman(pred_host, v) for v in sess[k]]
+            lines.append(
+                f"host proxy vs measured {what}, {st} over the rounds: Spearman "
+                f"**{metrics.spearman(pred_host, med[k]):.3f}** in the fastest session "
+                f"(MAPE {metrics.mape(pred_host, med[k]):.1f} %; every session: " + ", ".join(f"{r:.3f}" for r in per)
+                + "; session totals " + ", ".join(f"{v.sum() / 1e6:.0f}" for v in sess[k])
+                + f" ms); BOPs: {metrics.spearman(bops, med[k]):.3f}; split-half stability in that session "
+                f"{halves[k][best[k]]:.3f}")
     if do_rv32:
         ins = np.array(instr, dtype=np.float64)
         rho_rv32 = metrics.spearman(pred_rv32, ins)
@@ -164,11 +185,12 @@ def main(argv: list[str] | None = None) -> int:
             cells += [f"{instr[i] / 1e6:.2f}", f"{pred_rv32[i] / 1e6:.2f}"]
         cells.append(f"{bops[i] / 1e6:.1f}")
         rows.append("| " + " | ".join(cells) + " |")
-    head = f"| scheme | host ms ({args.clock}, measured) | host ms (proxy) |" + (
+    head = f"| scheme | host ms ({args.clock}, {args.stat}, measured) | host ms (proxy) |" + (
         " rv32 M instr (exact) | rv32 M instr (proxy) |" if do_rv32 else "") + " MBOPs |"
     sep = "|" + "---|" * (head.count("|") - 1)
     prof_line = (f"Host profile: grid `{args.grid}` ({grid_rows} rows = shapes x 16 bit pairs, median of "
-                 f"{args.profile_repeats} interleaved rounds per layer, {args.clock} clock) in {prof_s:.0f} s."
+                 f"{args.profile_repeats} interleaved rounds per layer, {args.stat}, fastest of {args.sessions} "
+                 f"processes, {args.clock} clock) in {prof_s:.0f} s."
                  if args.host_params is None else f"Host parameters: {args.host_params}.")
     section = "\n".join([
         SECTION,
@@ -182,9 +204,10 @@ def main(argv: list[str] | None = None) -> int:
         f"layer from {{1,2,4,8}}^2 (seed {args.seed}); each compiled for the host (cc -O2) and rv32.",
         f"Host latency: one inference on a fixed input; all builds linked into one process, "
         f"{args.rounds} rounds, each running every scheme (fresh random order) 1 + {args.repeats} times; "
-        f"median over the rounds of the per-round median "
+        f"per scheme the median over the rounds of the per-round median, or the minimum; {args.sessions} such "
+        f"processes per clock, the fastest (least contended) reported "
         f"(build {build_s:.0f} s, timing {time_s:.0f} s), with the wall clock and with the thread's CPU "
-        f"clock. Split-half stability: Spearman between the medians of the first and second half of the rounds.",
+        f"clock. Split-half stability: Spearman between the first and second half of the rounds.",
         "",
         *[f"- {ln}" for ln in lines],
         "",

@@ -387,11 +387,15 @@ def profile_fit(target: str, config: str | None, kind: str, csv_paths: tuple[Pat
 @click.option("--repeats", type=int, default=31, show_default=True, help="host: runs per layer (the median is kept).")
 @click.option("--clock", default="wall", show_default=True, type=click.Choice(["wall", "cpu"]),
               help="host: wall time, or the thread's CPU time (steadier on a loaded machine).")
+@click.option("--sessions", type=int, default=3, show_default=True,
+              help="host: timing processes; the fastest (least contended) one is kept.")
+@click.option("--stat", default="median", show_default=True, type=click.Choice(["median", "min"]),
+              help="host: statistic over the rounds (min: the least disturbed run, for a loaded machine).")
 @click.option("--params-out", type=click.Path(path_type=Path), default=None,
               help="Directory for the fitted bundles <target>_<kind>.json (default: OUTPUT/params).")
 @click.option("-o", "--output", required=True, type=click.Path(path_type=Path), help="Directory for the CSVs.")
-def profile_run(target: str, kind: str, grid: str, repeats: int, clock: str, params_out: Path | None,
-                output: Path) -> None:
+def profile_run(target: str, kind: str, grid: str, repeats: int, clock: str, sessions: int, stat: str,
+                params_out: Path | None, output: Path) -> None:
     """Profile micoc's own runtime kernels on TARGET, write profile CSVs and fit the target's proxies."""
     import shlex
     import sys
@@ -400,8 +404,8 @@ def profile_run(target: str, kind: str, grid: str, repeats: int, clock: str, par
     from micoc.cost.profile_run import profile_run as run
 
     cmd = "micoc " + " ".join(shlex.quote(a) for a in sys.argv[1:])
-    res = run(target, output, kinds=check_kinds(kind), grid=grid, repeats=repeats, clock=clock, params_out=params_out,
-              command=cmd, log=lambda m: click.echo(m, err=True))
+    res = run(target, output, kinds=check_kinds(kind), grid=grid, repeats=repeats, clock=clock, sessions=sessions,
+              stat=stat, params_out=params_out, command=cmd, log=lambda m: click.echo(m, err=True))
     for k in res.csvs:
         m = res.fit_metrics[k]
         best = next(iter(m))

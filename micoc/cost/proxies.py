@@ -363,21 +363,22 @@ class RuntimeProxy(LinearCountProxy):
     The runtime picks a kernel per layer by its bit pair (bit-serial AND +
     popcount over bit-planes for narrow pairs, unpack-and-multiply patch
     kernels per weight container otherwise), so the work per MAC gets one
-    coefficient per (weight, activation) container pair, and the narrow
-    pairs (<= 2 bits) one per 32-deep reduction block and per input element
-    (splitting the input into planes) too; the rest is
-    bit-pair-independent bookkeeping: unpacking (or splitting into planes)
-    the input patch of every output pixel per activation container, one
-    reduction block of 32 per output, the requantized outputs, taps,
-    pixels and the input. The kernel-choice rule itself is not encoded,
+    coefficient per (weight, activation) container pair, and so does the
+    work per output (the kernel's row setup and output grouping,
+    requantization, packing); the narrow pairs (<= 2 bits) get one per
+    32-deep reduction block and per input element (splitting the input into
+    planes) too; the rest is bit-pair-independent bookkeeping: unpacking (or
+    splitting into planes) the input patch of every output pixel per
+    activation container, one reduction block of 32 per output, taps, pixels
+    and the input. The kernel-choice rule itself is not encoded,
     so the proxy survives a change of thresholds when refitted. A linear
     layer is the 1x1 conv of a 1x1 image (C = K inputs, K = M outputs, N rows).
     """
 
     name = "micoc-rt"
     description = (
-        "NNLS on micoc's C runtime kernel counts: MACs per (weight, activation) container pair, "
-        "unpacked patch elements per activation container, 32-blocks, outputs, taps, pixels, input"
+        "NNLS on micoc's C runtime kernel counts: MACs and outputs per (weight, activation) container "
+        "pair, unpacked patch elements per activation container, 32-blocks, taps, pixels, input"
     )
 
     def columns(self, f: LayerFeatures, hyper: Mapping[str, Any]) -> dict[str, np.ndarray]:
@@ -396,7 +397,11 @@ class RuntimeProxy(LinearCountProxy):
         cols: dict[str, np.ndarray] = {}
         for w in BIT_WIDTHS:
             for a in BIT_WIDTHS:
-                cols[f"macs.w{w}a{a}"] = macs * ((qw == w) & (qa == a))
+                pair = (qw == w) & (qa == a)
+                cols[f"macs.w{w}a{a}"] = macs * pair
+                # per output: the kernel's row setup, its output grouping (4 outputs per
+                # activation load, channel pairs, XNOR words), requantization and packing
+                cols[f"outputs.w{w}a{a}"] = pix * cout * pair
         for a in BIT_WIDTHS:
             cols[f"patch_elems.a{a}"] = pix * red * (qa == a)
         blocks = pix * cout * np.ceil(red / SIMD_WORD_BITS)
@@ -409,7 +414,6 @@ class RuntimeProxy(LinearCountProxy):
                 narrow = (qw == w) & (qa == a)
                 cols[f"blocks.w{w}a{a}"] = blocks * narrow
                 cols[f"in_elems.w{w}a{a}"] = in_elems * narrow
-        cols["outputs"] = pix * cout
         cols["taps"] = pix * taps
         cols["pixels"] = pix
         cols["in_elems"] = in_elems
