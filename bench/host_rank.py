@@ -68,6 +68,8 @@ def main(argv: list[str] | None = None) -> int:
                     help="statistic of the host profile (end-to-end latency is reported with both)")
     ap.add_argument("--host-params", type=Path, default=None, help="skip profiling: use these host bundles")
     ap.add_argument("--rv32-params", type=Path, default=None, help="rv32 bundles (default: shipped)")
+    ap.add_argument("--rv32-grid", default=None, choices=["tiny", "small", "full"],
+                    help="profile rv32 afresh on this grid (the runtime as it is now) instead")
     ap.add_argument("--schemes", type=int, default=20)
     ap.add_argument("--rounds", type=int, default=21)
     ap.add_argument("--sessions", type=int, default=3, help="timing processes per clock (the fastest is reported)")
@@ -80,7 +82,12 @@ def main(argv: list[str] | None = None) -> int:
     from micoc.analysis import layer_table
     from micoc.cost import metrics
     from micoc.cost.model import make_model
-    from micoc.cost.profile_run import build_host_multi, profile_run, time_host_multi
+    from micoc.cost.profile_run import (
+        build_host_multi,
+        profile_run,
+        runtime_digest,
+        time_host_multi,
+    )
     from micoc.passes import PassContext, PassManager
     from micoc.targets import get_target
     from micoc.targets import rv32 as rv32_pkg
@@ -99,12 +106,20 @@ def main(argv: list[str] | None = None) -> int:
     else:
         host_params, grid_rows = args.host_params, 0
 
+    rv32_params, rv32_label = args.rv32_params, (str(args.rv32_params) if args.rv32_params else
+                                                 "shipped (micoc/cost/params/rv32_*.json)")
+    if args.rv32_grid is not None and rv32_pkg.available():
+        t0 = time.perf_counter()
+        profile_run("rv32", tmp / "rv32", grid=args.rv32_grid, log=lambda m: print(m, flush=True))
+        rv32_params = tmp / "rv32" / "params"
+        rv32_label = f"profiled here on the `{args.rv32_grid}` grid in {time.perf_counter() - t0:.0f} s"
+
     g0, calib = network(args.net)
     names = layer_table(g0).names
     rng = np.random.default_rng(args.seed)
     schemes = [{n: (int(rng.choice(BITS)), int(rng.choice(BITS))) for n in names} for _ in range(args.schemes)]
     host_model = make_model("host", g0, params=host_params)
-    rv32_model = make_model("rv32", g0, params=args.rv32_params)
+    rv32_model = make_model("rv32", g0, params=rv32_params)
     bops_model = make_model("bops", g0)
     pred_host = np.array([host_model.predict(s) for s in schemes])
     pred_rv32 = np.array([rv32_model.predict(s) for s in schemes])
@@ -198,8 +213,7 @@ def main(argv: list[str] | None = None) -> int:
         f"`python bench/host_rank.py{' --grid ' + args.grid if args.grid != 'small' else ''}` on {machine()} "
         f"(load average {load0:.1f} at the start, {load1:.1f} at the end: other jobs shared the machine).",
         "",
-        prof_line + " rv32 parameters: " + (str(args.rv32_params) if args.rv32_params else
-                                              "shipped (micoc/cost/params/rv32_*.json)") + ".",
+        prof_line + f" rv32 parameters: {rv32_label}; runtime sha256 {runtime_digest()[:12]}.",
         f"{args.net}: {len(names)} conv/linear layers, {args.schemes} random schemes with (wbits, abits) per "
         f"layer from {{1,2,4,8}}^2 (seed {args.seed}); each compiled for the host (cc -O2) and rv32.",
         f"Host latency: one inference on a fixed input; all builds linked into one process, "
