@@ -203,9 +203,9 @@ def main(argv: list[str] | None = None) -> int:
     head = f"| scheme | host ms ({args.clock}, {args.stat}, measured) | host ms (proxy) |" + (
         " rv32 M instr (exact) | rv32 M instr (proxy) |" if do_rv32 else "") + " MBOPs |"
     sep = "|" + "---|" * (head.count("|") - 1)
-    prof_line = (f"Host profile: grid `{args.grid}` ({grid_rows} rows = shapes x 16 bit pairs, median of "
-                 f"{args.profile_repeats} interleaved rounds per layer, {args.stat}, fastest of {args.sessions} "
-                 f"processes, {args.clock} clock) in {prof_s:.0f} s."
+    prof_line = (f"Host profile: grid `{args.grid}` ({grid_rows} rows = shapes x 16 bit pairs; "
+                 f"per layer the {args.stat} over {args.profile_repeats} interleaved rounds, fastest of "
+                 f"{args.sessions} processes, {args.clock} clock) in {prof_s:.0f} s."
                  if args.host_params is None else f"Host parameters: {args.host_params}.")
     section = "\n".join([
         SECTION,
