@@ -259,32 +259,60 @@ void mico_conv2d_ref(const mico_tensor *x, const mico_tensor *y, const mico_conv
 #error "mico_rt: the weight blob holds little-endian words (8-bit weights are read as bytes)"
 #endif
 
-/* n packed codes (rounded up to 4) -> int32, four codes per step, per
- * container and kind (binary: bit 1 = +1, else -1). */
-#define UNPACK_FN(NAME, C, S, INV)                                          \
-    static void NAME(const uint32_t *src, int32_t *d, int32_t n)           \
-    {                                                                       \
-        const int32_t *e = d + n;                                           \
-        while (d < e) {                                                     \
-            uint32_t v = *src++ ^ (INV);                                    \
-            int32_t q;                                                      \
-            for (q = 0; q < 8 / (C) && d < e; q++, d += 4, v >>= 4 * (C)) { \
-                d[0] = S(v, 0, C);                                          \
-                d[1] = S(v, 1, C);                                          \
-                d[2] = S(v, 2, C);                                          \
-                d[3] = S(v, 3, C);                                          \
-            }                                                               \
-        }                                                                   \
+/* n packed codes (rounded up to 4) -> int32, per container and kind: whole
+ * words unrolled, then four codes per step. */
+#define UNP4(k, C, S) d[k] = S(v, 0, C); d[(k) + 1] = S(v, 1, C); d[(k) + 2] = S(v, 2, C); \
+                      d[(k) + 3] = S(v, 3, C); v >>= 4 * (C);
+#define UNPACK_FN(NAME, C, S)                                                   \
+    static void NAME(const uint32_t *src, int32_t *d, int32_t n)               \
+    {                                                                           \
+        const int32_t *e = d + n;                                               \
+        for (; e - d >= 32 / (C); d += 32 / (C)) {                              \
+            uint32_t v = *src++;                                                \
+            UNP4(0, C, S) UNP4(4, C, S)                                         \
+            if ((C) < 4) { UNP4(8, C, S) UNP4(12, C, S) }                       \
+            if ((C) < 2) { UNP4(16, C, S) UNP4(20, C, S) UNP4(24, C, S) UNP4(28, C, S) } \
+        }                                                                       \
+        if (d < e) {                                                            \
+            uint32_t v = *src;                                                  \
+            int32_t q;                                                          \
+            for (q = 0; q < 8 / (C) && d < e; q++, d += 4, v >>= 4 * (C)) {     \
+                d[0] = S(v, 0, C);                                              \
+                d[1] = S(v, 1, C);                                              \
+                d[2] = S(v, 2, C);                                              \
+                d[3] = S(v, 3, C);                                              \
+            }                                                                   \
+        }                                                                       \
     }
 #define UX_S(v, e, C) ((int32_t)((v) << (32 - (C) * ((e) + 1))) >> (32 - (C)))
 #define UX_U(v, e, C) ((int32_t)(((v) >> ((C) * (e))) & MASK(C)))
-#define UX_B(v, e, C) (((int32_t)((v) << (31 - (e))) >> 31) | 1) /* of the complemented word */
-UNPACK_FN(unpack_s4, 4, UX_S, 0u)
-UNPACK_FN(unpack_u4, 4, UX_U, 0u)
-UNPACK_FN(unpack_s2, 2, UX_S, 0u)
-UNPACK_FN(unpack_u2, 2, UX_U, 0u)
-UNPACK_FN(unpack_u1, 1, UX_U, 0u)
-UNPACK_FN(unpack_b1, 1, UX_B, 0xFFFFFFFFu)
+UNPACK_FN(unpack_s4, 4, UX_S)
+UNPACK_FN(unpack_u4, 4, UX_U)
+UNPACK_FN(unpack_s2, 2, UX_S)
+UNPACK_FN(unpack_u2, 2, UX_U)
+UNPACK_FN(unpack_u1, 1, UX_U)
+/* Binary: a nibble's four values {-1, +1} from a table (4 words per nibble,
+ * cheaper than mapping each bit). */
+static const int32_t bin_nibble[16][4] = {
+    {-1, -1, -1, -1}, {1, -1, -1, -1}, {-1, 1, -1, -1}, {1, 1, -1, -1},
+    {-1, -1, 1, -1},  {1, -1, 1, -1},  {-1, 1, 1, -1},  {1, 1, 1, -1},
+    {-1, -1, -1, 1},  {1, -1, -1, 1},  {-1, 1, -1, 1},  {1, 1, -1, 1},
+    {-1, -1, 1, 1},   {1, -1, 1, 1},   {-1, 1, 1, 1},   {1, 1, 1, 1}};
+static void unpack_b1(const uint32_t *src, int32_t *d, int32_t n)
+{
+    const int32_t *e = d + n;
+    while (d < e) {
+        uint32_t v = *src++;
+        int32_t q;
+        for (q = 0; q < 8 && d < e; q++, d += 4, v >>= 4) {
+            const int32_t *t = bin_nibble[v & 15u];
+            d[0] = t[0];
+            d[1] = t[1];
+            d[2] = t[2];
+            d[3] = t[3];
+        }
+    }
+}
 
 /* The patch of one output pixel: the input codes of channels [c0, c0 + cin_g)
  * of every tap, as int32, in the weights' (kh, kw, cin) order, then zeros up
