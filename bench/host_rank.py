@@ -91,6 +91,7 @@ def main(argv: list[str] | None = None) -> int:
     from micoc.passes import PassContext, PassManager
     from micoc.targets import get_target
     from micoc.targets import rv32 as rv32_pkg
+    from micoc.targets.host import CFLAGS
 
     load0 = os.getloadavg()[0]
     tmp = Path(tempfile.mkdtemp(prefix="micoc-host-rank-"))
@@ -215,7 +216,8 @@ def main(argv: list[str] | None = None) -> int:
         "",
         prof_line + f" rv32 parameters: {rv32_label}; runtime sha256 {runtime_digest()[:12]}.",
         f"{args.net}: {len(names)} conv/linear layers, {args.schemes} random schemes with (wbits, abits) per "
-        f"layer from {{1,2,4,8}}^2 (seed {args.seed}); each compiled for the host (cc -O2) and rv32.",
+        f"layer from {{1,2,4,8}}^2 (seed {args.seed}); each compiled for the host (`cc {' '.join(CFLAGS)}`) "
+        "and rv32.",
         f"Host latency: one inference on a fixed input; all builds linked into one process, "
         f"{args.rounds} rounds, each running every scheme (fresh random order) 1 + {args.repeats} times; "
         f"per scheme the median over the rounds of the per-round median, or the minimum; {args.sessions} such "

@@ -4,7 +4,7 @@ For every layer shape of a grid and every (weight, activation) bit pair in
 {1, 2, 4, 8}^2, time one conv2d / linear layer of micoc's C runtime:
 
 * ``host``: the time (ns) of the layer call, built with the host target's
-  flags (cc -O2) and read with ``clock_gettime`` around the layer (the
+  flags (targets.host.CFLAGS) and read with ``clock_gettime`` around the layer (the
   ``LAYER_BEGIN/END`` hooks of model.c): ``clock="wall"`` (CLOCK_MONOTONIC,
   the default) or ``"cpu"`` (the thread's CPU time, which leaves out the
   time other processes ran on a shared machine). The median of ``repeats``
@@ -432,6 +432,12 @@ def machine_line() -> str:
     return f"{cpu} ({platform.machine()}), {os.cpu_count()} CPUs, {platform.system()} {platform.release()}{load}"
 
 
+def _host_cflags() -> list[str]:
+    from micoc.targets.host import CFLAGS
+
+    return list(CFLAGS)
+
+
 def runtime_digest() -> str:
     """sha256 of the C runtime sources the kernels were profiled with (mico_rt.c + mico_rt.h)."""
     import hashlib
@@ -541,9 +547,10 @@ def profile_run(
                      "columns": ["K", "M"] if kind == "linear" else ["H", "W", "C", "K", "KS", "S"]},
             "measure": (f"{stat} {'wall' if clock == 'wall' else 'thread CPU'} time (ns) of the layer call "
                         f"over the rounds (all shapes in one process, interleaved), the fastest of {sessions} "
-                        "such processes, host cc -O2"
+                        "such processes"
                         if target == "host" else
                         "exact retired RV32IM instructions of the layer call (QEMU -icount)"),
+            "cflags": " ".join(_host_cflags()) if target == "host" else None,
             "repeats": repeats if target == "host" else 1,
             "runtime_sha256": runtime_digest(),
         }
