@@ -242,25 +242,31 @@ class MicoSearcher(Searcher):
     """MiCo's surrogate-guided genetic search, with its known faults fixed.
 
     Initial samples: the best-fitting uniform scheme, then that scheme with
-    one layer group moved one step at a time (down: every such move stays
-    feasible, and shows the layer's sensitivity; then up, kept where
-    feasible), deduplicated, stopping when the list runs out (never waits
-    for samples that do not exist). Then, per evaluation batch: fit a random
-    forest on all evaluated schemes, breed ~1000 children of the best ones
-    (uniform crossover per layer, +-1-step mutation, first/last layer raised
-    to the top with some probability), REPAIR infeasible children by
-    lowering their most expensive layer, keep the children closest to a band
-    just under the budget (its width widens over the run, from exploiting
-    the boundary to exploring below it), and evaluate the unseen ones with
-    the highest mean + beta * tree spread (beta shrinks over the run); a
-    batch is kept diverse by skipping candidates one gene away from a pick.
+    one layer group perturbed at a time: its weight bits one step up and its
+    activation bits one step down (the trade that keeps a layer's cost about
+    equal, so it stays near the budget where the optimum is, and shows which
+    of the two the layer needs), else the opposite trade, else both one step
+    down (always feasible); deduplicated, stopping when the list runs out
+    (never waits for samples that do not exist). Then, per evaluation batch:
+    fit a random forest on all evaluated schemes; breed ~1000 children of
+    the best ones (uniform crossover per layer, +-1-step mutation, first/last
+    layer raised to the top with some probability) plus ~500 local moves
+    around the three best (one gene up, another -- half the time the same
+    layer's other gene -- down); REPAIR infeasible candidates by lowering
+    their most expensive gene, then FILL them: raise random genes one step
+    while the budget still holds (accuracy grows with bits, so the optimum
+    sits at the budget); keep the candidates inside a band just under the
+    budget (its width widens over the run), and evaluate the unseen ones
+    with the highest mean + beta * tree spread (beta shrinks to 0 over the
+    run); a batch is kept diverse by skipping candidates one gene away from
+    a pick.
     """
 
     name = "mico"
 
     def __init__(self, *args: object, n_init: int | None = None, population: int = 1000,
                  parents: int = 8, p_mutate: float = 0.15, p_keep_ends: float = 0.3,
-                 band: tuple[float, float] = (0.05, 0.3), beta: float = 1.0, trees: int = 32,
+                 band: tuple[float, float] = (0.05, 0.3), beta: float = 0.3, trees: int = 32,
                  **kwargs: object) -> None:
         super().__init__(*args, **kwargs)  # type: ignore[arg-type]
         self.n_init = n_init if n_init is not None else min(len(self.space.groups) + 1,
@@ -277,6 +283,17 @@ class MicoSearcher(Searcher):
     def _initial(self) -> list[np.ndarray]:
         base = self.best_uniform()
         out = [base]
+        for grp in self.space.groups:
+            opts = []
+            for dw, da in ((1, -1), (-1, 1), (-1, -1)):
+                s = base.copy()
+                for i, j in grp:
+                    s[i, j] = self.space.step(s[i, j], dw if j == 0 else da)
+                opts.append(self.space.normalize(s))
+            ok = self.cs.feasible(np.stack(opts))
+            out.append(next((s for s, f in zip(opts, ok, strict=True) if f and not np.array_equal(s, base)),
+                            opts[-1]))
+        # Past n_init = groups + 1 (a larger n_init): the other one-group moves.
         for d in (-1, 1):
             for grp in self.space.groups:
                 s = base.copy()
@@ -307,6 +324,38 @@ class MicoSearcher(Searcher):
     def _progress(self) -> float:
         return min(1.0, max(0.0, (len(self.y) - self.n_init) / max(1, self.evals - self.n_init)))
 
+    def _fill(self, s: np.ndarray, passes: int = 3) -> np.ndarray:
+        """Raise random free genes one step while every budget still holds."""
+        space = self.space
+        genes = np.argwhere(space.free_mask)
+        s = s.copy()
+        for _ in range(passes):
+            for gi in self.rng.permutation(len(genes)):
+                i, j = genes[gi]
+                up = s.copy()
+                up[:, i, j] = space.step(s[:, i, j], 1)
+                up = space.normalize(up)
+                ok = self.cs.feasible(up)
+                s[ok] = up[ok]
+        return s
+
+    def _local(self, n: int) -> np.ndarray:
+        """One gene up and one down around the three best schemes (half the time
+        the down gene is the same layer's other one: a weight/activation trade)."""
+        space, rng = self.space, self.rng
+        X, y = np.stack(self.X), np.asarray(self.y)
+        top = X[np.argsort(-y, kind="stable")[:3]]
+        genes = np.argwhere(space.free_mask)
+        c = top[rng.integers(0, len(top), n)].copy()
+        a = genes[rng.integers(0, len(genes), n)]
+        b = genes[rng.integers(0, len(genes), n)]
+        same = rng.random(n) < 0.5
+        b[same] = np.stack([a[same, 0], 1 - a[same, 1]], axis=1)
+        r = np.arange(n)
+        c[r, a[:, 0], a[:, 1]] = space.step(c[r, a[:, 0], a[:, 1]], 1)
+        c[r, b[:, 0], b[:, 1]] = space.step(c[r, b[:, 0], b[:, 1]], -1)
+        return space.normalize(c)
+
     def _breed(self) -> np.ndarray:
         space, rng = self.space, self.rng
         X, y = np.stack(self.X), np.asarray(self.y)
@@ -328,12 +377,14 @@ class MicoSearcher(Searcher):
         ends = rng.random(n) < self.p_keep_ends
         for i in {0, space.n_layers - 1}:
             child[ends, i, :] = np.where(space.free_mask[i], q[-1], child[ends, i, :])
-        child = repair(self.cs, space.normalize(child))
-        # Survival: distance of the primary constraint's ratio to [1 - width, 1].
+        child = np.concatenate([space.normalize(child), self._local(n // 2)])
+        child = self._fill(repair(self.cs, child))
+        # Survival: distance of the primary constraint's ratio to [1 - width, 1];
+        # everything inside the band survives, at least a quarter of the population.
         width = self.band[0] + (self.band[1] - self.band[0]) * self._progress()
         r = self.cs.fractions(child)[:, 0]
         dist = np.maximum(0.0, (1.0 - width) - r) + np.maximum(0.0, r - 1.0)
-        keep = np.argsort(dist, kind="stable")[: max(n // 4, 1)]
+        keep = np.argsort(dist, kind="stable")[: max(n // 4, int((dist == 0).sum()), 1)]
         return child[keep]
 
     def _surrogate_pick(self, k: int) -> np.ndarray:
