@@ -171,3 +171,27 @@ def test_latency_constraint_on_host_and_rv32(host_run: Path, monkeypatch: pytest
         frac = cs.fractions(np.stack([space.uniform(8), space.uniform(1)]))[:, 0]
         assert frac[0] == pytest.approx(1 / 0.9)  # all-8-bit, over a budget of 0.9 of it
         assert 0 < frac[1]
+
+
+def test_profile_fit_for_runtime_targets(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """`micoc profile fit --target rv32` fits the runtime proxies (micoc-rt first) from any CSV."""
+    rows = ["N,M,K,QA,QW,Time"] + [
+        f"1,{m},{k},{a},{w},{m * k * (a * w + 8) // 4 + 40 * m + 300}"
+        for m in (8, 16, 64) for k in (32, 128, 256) for a in (1, 2, 4, 8) for w in (1, 2, 4, 8)
+    ]
+    csv_path = tmp_path / "rv32_linear.csv"
+    csv_path.write_text("\n".join(rows) + "\n")
+    out = tmp_path / "rv32_linear.json"
+    rc, _, err = run_cli(capsys, "profile", "fit", "--target", "rv32", "--kind", "linear", "--csv", csv_path,
+                         "-o", out)
+    assert rc == 0, err
+    doc = json.loads(out.read_text())
+    assert doc["default"] == "micoc-rt" and doc["config"] is None
+    assert [p["name"] for p in doc["proxies"]] == ["micoc-rt", "bops", "cbops", "cbops+shape"]
+    rc, out_text, err = run_cli(capsys, "profile", "check", "--target", "rv32", "--kind", "linear", "--csv",
+                                csv_path, "--params", out, "--json")
+    assert rc == 0, err
+    assert json.loads(out_text)["mape"] < 0.05
+    rc, _, err = run_cli(capsys, "profile", "fit", "--target", "rv32", "--config", "high", "--kind", "linear",
+                         "--csv", csv_path)
+    assert rc == 2 and "no configurations" in err
