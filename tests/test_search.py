@@ -420,3 +420,24 @@ def test_vexii_latency_gemm_kind_config(setup) -> None:  # type: ignore[no-untyp
     with pytest.raises(UsageError, match="smallest achievable latency is 0.485"):
         constraints_from_text(g, "vexii", space, ["latency=0.35"]).check_achievable()
     constraints_from_text(g, "vexii", space, ["latency=0.35"], "high:bare").check_achievable()
+
+
+def test_mico_initial_samples_fit_and_expose_every_layer(setup) -> None:  # type: ignore[no-untyped-def]
+    """The best-fitting uniform scheme, then one sample per layer that moves only
+    that layer's bits (a w/a trade near the budget, or both down): all feasible."""
+    from micoc.search.searchers import make_searcher
+
+    g, _ = setup
+    space, cs = space_cs(g)
+    srch = make_searcher("mico", space, cs, seed=0, evals=16)
+    init = srch.ask(len(space.groups) + 1)
+    assert len(init) == len(space.groups) + 1 and cs.feasible(init).all()
+    base = srch.best_uniform()
+    assert np.array_equal(init[0], base)
+    moved = [np.flatnonzero((s != base).any(axis=1)).tolist() for s in init[1:]]
+    assert moved == [[i] for i in range(space.n_layers)]
+    # Later proposals: feasible, unseen, and (after the fill) most of the budget used.
+    srch.tell(init, [float(i) for i in range(len(init))])
+    more = srch.ask(3)
+    assert cs.feasible(more).all() and len({space.key(s) for s in np.concatenate([init, more])}) == len(init) + 3
+    assert (cs.fractions(more)[:, 0] > 0.9).all()
