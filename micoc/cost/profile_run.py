@@ -525,6 +525,7 @@ def profile_run(
     say = log or (lambda _m: None)
     res = ProfileRun(target, grid)
     t0 = time.perf_counter()
+    digest = runtime_digest()  # the runtime every program of this run is built from
     import tempfile
 
     for kind in kinds:
@@ -535,6 +536,9 @@ def profile_run(
                                 stat=stat, log=say)
         for shape, vals in zip(shapes, per_shape, strict=True):
             rows.extend(_row(kind, shape, w, a, t) for (w, a), t in vals.items())
+        if runtime_digest() != digest:
+            raise MicocError("the C runtime sources changed during the profile run (the rows would mix two "
+                             "runtimes); run it again")
         csv_path = out / f"{target}_{kind}.csv"
         _write_csv(csv_path, kind, rows)
         res.csvs[kind], res.rows[kind] = csv_path, len(rows)
@@ -552,7 +556,7 @@ def profile_run(
                         "exact retired RV32IM instructions of the layer call (QEMU -icount)"),
             "cflags": " ".join(_host_cflags()) if target == "host" else None,
             "repeats": repeats if target == "host" else 1,
-            "runtime_sha256": runtime_digest(),
+            "runtime_sha256": digest,
         }
         bundle = pdir / f"{target}_{kind}.json"
         fitted = fit_bundle(target, kind, csv_path, bundle, provenance)
