@@ -267,11 +267,14 @@ void mico_conv2d_ref(const mico_tensor *x, const mico_tensor *y, const mico_conv
     static void NAME(const uint32_t *src, int32_t *d, int32_t n)               \
     {                                                                           \
         const int32_t *e = d + n;                                               \
-        for (; e - d >= 32 / (C); d += 32 / (C)) {                              \
+        while (e - d >= 32 / (C)) {                                             \
             uint32_t v = *src++;                                                \
-            UNP4(0, C, S) UNP4(4, C, S)                                         \
-            if ((C) < 4) { UNP4(8, C, S) UNP4(12, C, S) }                       \
-            if ((C) < 2) { UNP4(16, C, S) UNP4(20, C, S) UNP4(24, C, S) UNP4(28, C, S) } \
+            int32_t h;                                                          \
+            for (h = 0; h < 32 / (C); h += (C) < 4 ? 16 : 8) { /* 8 or 16 per step */ \
+                UNP4(h, C, S) UNP4(h + 4, C, S)                                 \
+                if ((C) < 4) { UNP4(h + 8, C, S) UNP4(h + 12, C, S) }           \
+            }                                                                   \
+            d += 32 / (C);                                                      \
         }                                                                       \
         if (d < e) {                                                            \
             uint32_t v = *src;                                                  \
@@ -314,49 +317,69 @@ static void unpack_b1(const uint32_t *src, int32_t *d, int32_t n)
     }
 }
 
-/* The patch of one output pixel: the input codes of channels [c0, c0 + cin_g)
+/* build_*: the patch of one output pixel: the input codes of channels [c0, c0 + cin_g)
  * of every tap, as int32, in the weights' (kh, kw, cin) order, then zeros up
  * to `cap` (the weight row's capacity); a padded tap is all zeros, so it adds
  * exactly 0 against any weight, binary {-1,+1} included. Built once per pixel
  * (and group), reused by every output channel: the unpacking and the tap
  * bookkeeping are amortized over cout. */
-static void build_patch(const mico_tensor *x, const mico_conv *p, int32_t oy, int32_t ox, int32_t c0,
-                        int32_t cap, int32_t *patch)
+static void unpack_s8(const uint32_t *src, int32_t *d, int32_t n)
 {
-    int32_t i, j, k, n = p->cin_g;
-    uint32_t sb = x->kind == MICO_SIGNED ? 1u << (x->cbits - 1) : 0u;
-    void (*unpack)(const uint32_t *, int32_t *, int32_t) =
-        x->kind == MICO_BINARY ? unpack_b1 : x->cbits == 1 ? unpack_u1
-        : x->cbits == 2 ? (sb ? unpack_s2 : unpack_u2) : (sb ? unpack_s4 : unpack_u4);
-    for (i = 0; i < p->kh; i++) {
-        int32_t iy = oy * p->sh - p->pt + i * p->dh;
-        for (j = 0; j < p->kw; j++) {
-            int32_t ix = ox * p->sw - p->pl + j * p->dw;
-            int32_t *dst = patch + (i * p->kw + j) * n;
-            if (iy < 0 || iy >= x->h || ix < 0 || ix >= x->w) {
-                for (k = 0; k < n; k++) dst[k] = 0;
-            } else if (c0 == 0) {
-                /* word at a time: the pixel starts on a word */
-                const uint32_t *src = x->data + (iy * x->w + ix) * x->wpp;
-                if (x->cbits == 8) {
-                    if (sb) {
-                        const int8_t *b = (const int8_t *)src;
-                        for (k = 0; k < n; k++) dst[k] = b[k];
-                    } else {
-                        const uint8_t *b = (const uint8_t *)src;
-                        for (k = 0; k < n; k++) dst[k] = b[k];
-                    }
-                } else {
-                    /* up to 3 codes past the tap: rewritten by the next taps, or
-                     * past K (zeroed below, or the scratch's slack) */
-                    unpack(src, dst, n);
-                }
-            } else {
-                for (k = 0; k < n; k++) dst[k] = mico_get(x, c0 + k, iy * x->w + ix);
-            }
-        }
+    const int8_t *b = (const int8_t *)src;
+    int32_t k;
+    for (k = 0; k < n; k++) d[k] = b[k];
+}
+
+static void unpack_u8(const uint32_t *src, int32_t *d, int32_t n)
+{
+    const uint8_t *b = (const uint8_t *)src;
+    int32_t k;
+    for (k = 0; k < n; k++) d[k] = b[k];
+}
+
+/* One build_patch per activation container and kind (the unpacking inlined). */
+#define BUILD_FN(NAME, UNPACK)                                                                      \
+    static void NAME(const mico_tensor *x, const mico_conv *p, int32_t oy, int32_t ox, int32_t c0,  \
+                     int32_t cap, int32_t *patch)                                                   \
+    {                                                                                               \
+        int32_t i, j, k, n = p->cin_g;                                                              \
+        for (i = 0; i < p->kh; i++) {                                                               \
+            int32_t iy = oy * p->sh - p->pt + i * p->dh;                                            \
+            for (j = 0; j < p->kw; j++) {                                                           \
+                int32_t ix = ox * p->sw - p->pl + j * p->dw;                                        \
+                int32_t *dst = patch + (i * p->kw + j) * n;                                         \
+                if (iy < 0 || iy >= x->h || ix < 0 || ix >= x->w) {                                 \
+                    for (k = 0; k < n; k++) dst[k] = 0;                                             \
+                } else if (c0 == 0) {                                                               \
+                    /* word at a time (the pixel starts on a word); up to 3 codes past the     \
+                     * tap: rewritten by the next taps, or past K (zeroed below, or slack) */  \
+                    UNPACK(x->data + (iy * x->w + ix) * x->wpp, dst, n);                            \
+                } else {                                                                            \
+                    for (k = 0; k < n; k++) dst[k] = mico_get(x, c0 + k, iy * x->w + ix);          \
+                }                                                                                   \
+            }                                                                                       \
+        }                                                                                           \
+        for (k = p->kh * p->kw * n; k < cap; k++) patch[k] = 0;                                     \
     }
-    for (k = p->kh * p->kw * n; k < cap; k++) patch[k] = 0;
+BUILD_FN(build_b1, unpack_b1)
+BUILD_FN(build_u1, unpack_u1)
+BUILD_FN(build_s2, unpack_s2)
+BUILD_FN(build_u2, unpack_u2)
+BUILD_FN(build_s4, unpack_s4)
+BUILD_FN(build_u4, unpack_u4)
+BUILD_FN(build_s8, unpack_s8)
+BUILD_FN(build_u8, unpack_u8)
+
+typedef void (*build_fn)(const mico_tensor *, const mico_conv *, int32_t, int32_t, int32_t, int32_t, int32_t *);
+
+static build_fn patch_builder(const mico_tensor *x)
+{
+    int s = x->kind == MICO_SIGNED;
+    if (x->kind == MICO_BINARY) return build_b1;
+    if (x->cbits == 1) return build_u1;
+    if (x->cbits == 2) return s ? build_s2 : build_u2;
+    if (x->cbits == 4) return s ? build_s4 : build_u4;
+    return s ? build_s8 : build_u8;
 }
 
 /* 8-bit weights (PACKED): a row's codes are its bytes, one signed byte load
@@ -461,6 +484,7 @@ static void conv_patch(const mico_tensor *x, const mico_tensor *y, const mico_co
     pairs_fn dot = p->wcbits == 8 ? dot_pairs_c8 : p->wcbits == 4 ? dot_pairs_c4
                  : p->wcbits == 2 ? dot_pairs_c2 : dot_pairs_c1;
     uint32_t wmul = p->wkind == MICO_BINARY ? 2u : 1u, r[4];
+    build_fn build = patch_builder(x);
     if (pairs) {
         kbw = pairs_block(x, p);
         ubias = p->wkind == MICO_BINARY ? 1 : 1 << (p->wcbits - 1);     /* w = wmul u - ubias */
@@ -472,7 +496,7 @@ static void conv_patch(const mico_tensor *x, const mico_tensor *y, const mico_co
             for (g = 0; g < p->groups; g++) {
                 int32_t k, c1 = (g + 1) * og, nr, i;
                 uint32_t base = 0;
-                build_patch(x, p, oy, ox, g * p->cin_g, cap, patch);
+                build(x, p, oy, ox, g * p->cin_g, cap, patch);
                 if (pairs) {
                     for (k = 0; k < cap; k++) base -= (uint32_t)patch[k];
                     base *= (uint32_t)ubias;
