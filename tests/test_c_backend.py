@@ -230,6 +230,47 @@ def test_asan_ubsan_clean(name: str, tmp_path: Path) -> None:
     assert_bit_exact(q, data[:1], tmp_path / "build", exe="model_asan", extra_cflags=SANITIZE)
 
 
+REQUANT_TEST = r"""
+#include "mico_rt.c"
+#include <stdio.h>
+static uint64_t st = 88172645463325252ull;
+static uint32_t rnd(void) { st ^= st << 13; st ^= st >> 7; st ^= st << 17; return (uint32_t)st; }
+int main(void)
+{
+    long bad = 0, n;
+    for (n = 0; n < 2000000; n++) {
+        int32_t acc = (int32_t)rnd(), m = (int32_t)(rnd() >> 1), s = (int32_t)(rnd() % 63), lo = -128, hi = 127;
+        uint32_t k = rnd() % 6;
+        if (k == 1) acc >>= rnd() % 31;
+        if (k == 2) acc = (int32_t)(rnd() % 5) - 2;
+        if (k == 3) acc = INT32_MIN + (int32_t)(rnd() % 3);
+        if (rnd() % 4 == 0) m >>= rnd() % 31;
+        if (rnd() % 50 == 0) m = 0;
+        if (rnd() % 3 == 0) { lo = INT32_MIN; hi = INT32_MAX; }
+        if (rnd() % 3 == 0) { lo = 0; hi = 255; }
+        bad += requant32(acc, m, s, lo, hi, 0) != mico_requant(acc, m, s, lo, hi, 0);
+        bad += requant32(acc, m, s, lo, hi, 1) != mico_requant(acc, m, s, lo, hi, 1);
+    }
+    printf("%ld\n", bad);
+    return 0;
+}
+"""
+
+
+def test_requant32_equals_mico_requant(tmp_path: Path) -> None:
+    """The kernels' 32-bit requantization (one rounding of acc * m / 2^s) is mico_requant
+    exactly, over random and edge-case accumulators, multipliers, shifts and clamps."""
+    from micoc.targets.host import find_cc
+
+    src = tmp_path / "t.c"
+    src.write_text(REQUANT_TEST)
+    exe = tmp_path / "t"
+    rt = ROOT / "micoc" / "runtime"
+    subprocess.run([find_cc(), "-std=c99", "-O2", "-Wno-unused-function", *SANITIZE, f"-I{rt}", str(src), "-o",
+                    str(exe)], check=True)
+    assert subprocess.run([str(exe)], check=True, capture_output=True, text=True).stdout.strip() == "0"
+
+
 # -- report.json ----------------------------------------------------------------------
 
 

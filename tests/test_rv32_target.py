@@ -109,3 +109,30 @@ def test_cli_run_report_has_exact_first_sample_counts(tmp_path: Path) -> None:
     assert reports[1]["instructions"] == r["instructions"] and reports[1]["layers"] == r["layers"]
     micoc("run", str(tmp_path / "build" / "model.mir"), "--input", str(tmp_path / "x.npz"), "-o", str(tmp_path / "ref.npy"))
     assert np.array_equal(np.load(tmp_path / "y0.npy"), np.load(tmp_path / "ref.npy"))
+
+
+@pytest.mark.parametrize("bits", ["w8a8", "w8a4", "w4a1", "w2a1", "w1a1", "w1a8"])
+def test_rv32_kernels_match_host(tmp_path: Path, bits: str) -> None:
+    """Every kernel family on RV32IM gives the host's codes (int8 weight bytes, channel
+    pairs, bit-serial with padding and row sums, XNOR): odd channel counts, padding, a
+    stride-2 conv, a grouped conv and a linear layer."""
+    import torch
+    from torch import nn
+
+    from micoc.frontends.fx import import_module
+
+    torch.manual_seed(5)
+    net = nn.Sequential(nn.Conv2d(3, 21, 3, padding=1), nn.ReLU(), nn.Conv2d(21, 34, 3, stride=2, padding=1),
+                        nn.Conv2d(34, 34, 3, padding=1, groups=2), nn.ReLU(), nn.Flatten(), nn.Linear(34 * 16, 9))
+    g = import_module(net.eval(), torch.randn(1, 3, 8, 8))
+    x = np.random.default_rng(1).standard_normal((3, 3, 8, 8)).astype(np.float32)
+    ctx = PassContext(data={"calibration": {g.inputs[0].name: x}})
+    PassManager.from_string(f"canonicalize,assign-bits{{bits={bits}}},calibrate,quantize", ctx).run(g)
+    host = get_target("host")
+    host.emit(g, tmp_path / "host")
+    want, want_codes = host.run_with_codes(tmp_path / "host", [x])
+    t = get_target("rv32")
+    t.emit(g, tmp_path / "rv32")
+    ys, codes = t.run_with_codes(tmp_path / "rv32", [x])
+    assert codes is not None and want_codes is not None
+    assert codes.tobytes() == want_codes.tobytes() and ys[0].tobytes() == want[0].tobytes()
