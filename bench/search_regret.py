@@ -263,7 +263,7 @@ def section(parts: list[list[str]]) -> str:
         "spends its first evaluations on sensitivity probes one step below all-8 (over the budget, so never",
         "selectable), lowers layers by measured loss per BOP saved, then evaluates one-step neighbours of",
         "that scheme and random feasible ones. mico's changes in this round were chosen on LeNet-5 seeds",
-        "100..119 (median regret 0.25 pp, worst 0.5 pp there, vs 0.30 / 0.60 pp before), never on the seeds",
+        "100..119 (there: median regret 0.20 pp, worst 0.30 pp; before this round 0.30 / 0.60 pp), never on the seeds",
         "reported below.",
         "",
     ]
