@@ -317,12 +317,6 @@ static void unpack_b1(const uint32_t *src, int32_t *d, int32_t n)
     }
 }
 
-/* build_*: the patch of one output pixel: the input codes of channels [c0, c0 + cin_g)
- * of every tap, as int32, in the weights' (kh, kw, cin) order, then zeros up
- * to `cap` (the weight row's capacity); a padded tap is all zeros, so it adds
- * exactly 0 against any weight, binary {-1,+1} included. Built once per pixel
- * (and group), reused by every output channel: the unpacking and the tap
- * bookkeeping are amortized over cout. */
 static void unpack_s8(const uint32_t *src, int32_t *d, int32_t n)
 {
     const int8_t *b = (const int8_t *)src;
@@ -337,12 +331,66 @@ static void unpack_u8(const uint32_t *src, int32_t *d, int32_t n)
     for (k = 0; k < n; k++) d[k] = b[k];
 }
 
+/* build_*: the patch of one output pixel: the input codes of channels [c0, c0 + cin_g)
+ * of every tap, as int32, in the weights' (kh, kw, cin) order, then zeros up
+ * to `cap` (the weight row's capacity); a padded tap is all zeros, so it adds
+ * exactly 0 against any weight, binary {-1,+1} included. Built once per pixel
+ * (and group), reused by every output channel: the unpacking and the tap
+ * bookkeeping are amortized over cout. With `sum`, it returns the sum of the
+ * patch (the pair kernels need it), from whole words when the tap is the
+ * whole pixel (its padding fields are code 0), a field-parallel add per word. */
+static int32_t wsum_u4(uint32_t v)
+{
+    v = (v & 0x0F0F0F0Fu) + ((v >> 4) & 0x0F0F0F0Fu);
+    return (int32_t)((v * 0x01010101u) >> 24);
+}
+static int32_t wsum_u2(uint32_t v)
+{
+    v = (v & 0x33333333u) + ((v >> 2) & 0x33333333u);
+    return wsum_u4(v);
+}
+static int32_t wsum_u8(uint32_t v)
+{
+    v = (v & 0x00FF00FFu) + ((v >> 8) & 0x00FF00FFu);
+    return (int32_t)((v + (v >> 16)) & 0xFFFFu);
+}
+/* sum of the codes in nw words (signed: biased to unsigned, the bias removed per field) */
+#define WSUM_FN(NAME, EXPR)                                  \
+    static int32_t NAME(const uint32_t *src, int32_t n)      \
+    {                                                        \
+        int32_t s = 0, i, nw = (n * (int32_t)WSUM_C + 31) >> 5; \
+        for (i = 0; i < nw; i++) {                           \
+            uint32_t v = src[i];                             \
+            s += EXPR;                                       \
+        }                                                    \
+        return s;                                            \
+    }
+#define WSUM_C 4
+WSUM_FN(sum_u4, wsum_u4(v))
+WSUM_FN(sum_s4, wsum_u4(v ^ 0x88888888u) - 64)
+#undef WSUM_C
+#define WSUM_C 2
+WSUM_FN(sum_u2, wsum_u2(v))
+WSUM_FN(sum_s2, wsum_u2(v ^ 0xAAAAAAAAu) - 32)
+#undef WSUM_C
+#define WSUM_C 8
+WSUM_FN(sum_u8, wsum_u8(v))
+WSUM_FN(sum_s8, wsum_u8(v ^ 0x80808080u) - 512)
+#undef WSUM_C
+#define WSUM_C 1
+WSUM_FN(sum_u1, wsum_u2(v - ((v >> 1) & 0x55555555u)))
+static int32_t sum_b1(const uint32_t *src, int32_t n)
+{
+    return 2 * sum_u1(src, n) - n; /* padding bits are 0: they never count */
+}
+#undef WSUM_C
+
 /* One build_patch per activation container and kind (the unpacking inlined). */
-#define BUILD_FN(NAME, UNPACK)                                                                      \
-    static void NAME(const mico_tensor *x, const mico_conv *p, int32_t oy, int32_t ox, int32_t c0,  \
-                     int32_t cap, int32_t *patch)                                                   \
+#define BUILD_FN(NAME, UNPACK, SUM)                                                                 \
+    static int32_t NAME(const mico_tensor *x, const mico_conv *p, int32_t oy, int32_t ox, int32_t c0, \
+                        int32_t cap, int32_t *patch, int sum)                                       \
     {                                                                                               \
-        int32_t i, j, k, n = p->cin_g;                                                              \
+        int32_t i, j, k, n = p->cin_g, tot = 0;                                                     \
         for (i = 0; i < p->kh; i++) {                                                               \
             int32_t iy = oy * p->sh - p->pt + i * p->dh;                                            \
             for (j = 0; j < p->kw; j++) {                                                           \
@@ -353,24 +401,33 @@ static void unpack_u8(const uint32_t *src, int32_t *d, int32_t n)
                 } else if (c0 == 0) {                                                               \
                     /* word at a time (the pixel starts on a word); up to 3 codes past the     \
                      * tap: rewritten by the next taps, or past K (zeroed below, or slack) */  \
-                    UNPACK(x->data + (iy * x->w + ix) * x->wpp, dst, n);                            \
+                    const uint32_t *src = x->data + (iy * x->w + ix) * x->wpp;                      \
+                    UNPACK(src, dst, n);                                                            \
+                    if (sum) {                                                                      \
+                        if (n == x->c)                                                              \
+                            tot += SUM(src, n);                                                     \
+                        else                                                                        \
+                            for (k = 0; k < n; k++) tot += dst[k];                                  \
+                    }                                                                               \
                 } else {                                                                            \
-                    for (k = 0; k < n; k++) dst[k] = mico_get(x, c0 + k, iy * x->w + ix);          \
+                    for (k = 0; k < n; k++) tot += dst[k] = mico_get(x, c0 + k, iy * x->w + ix);   \
                 }                                                                                   \
             }                                                                                       \
         }                                                                                           \
         for (k = p->kh * p->kw * n; k < cap; k++) patch[k] = 0;                                     \
+        return tot;                                                                                 \
     }
-BUILD_FN(build_b1, unpack_b1)
-BUILD_FN(build_u1, unpack_u1)
-BUILD_FN(build_s2, unpack_s2)
-BUILD_FN(build_u2, unpack_u2)
-BUILD_FN(build_s4, unpack_s4)
-BUILD_FN(build_u4, unpack_u4)
-BUILD_FN(build_s8, unpack_s8)
-BUILD_FN(build_u8, unpack_u8)
+BUILD_FN(build_b1, unpack_b1, sum_b1)
+BUILD_FN(build_u1, unpack_u1, sum_u1)
+BUILD_FN(build_s2, unpack_s2, sum_s2)
+BUILD_FN(build_u2, unpack_u2, sum_u2)
+BUILD_FN(build_s4, unpack_s4, sum_s4)
+BUILD_FN(build_u4, unpack_u4, sum_u4)
+BUILD_FN(build_s8, unpack_s8, sum_s8)
+BUILD_FN(build_u8, unpack_u8, sum_u8)
 
-typedef void (*build_fn)(const mico_tensor *, const mico_conv *, int32_t, int32_t, int32_t, int32_t, int32_t *);
+typedef int32_t (*build_fn)(const mico_tensor *, const mico_conv *, int32_t, int32_t, int32_t, int32_t, int32_t *,
+                            int);
 
 static build_fn patch_builder(const mico_tensor *x)
 {
@@ -494,13 +551,8 @@ static void conv_patch(const mico_tensor *x, const mico_tensor *y, const mico_co
             writer wr;
             wr_begin(&wr, y, oy * y->w + ox);
             for (g = 0; g < p->groups; g++) {
-                int32_t k, c1 = (g + 1) * og, nr, i;
-                uint32_t base = 0;
-                build(x, p, oy, ox, g * p->cin_g, cap, patch);
-                if (pairs) {
-                    for (k = 0; k < cap; k++) base -= (uint32_t)patch[k];
-                    base *= (uint32_t)ubias;
-                }
+                int32_t c1 = (g + 1) * og, nr, i;
+                uint32_t base = 0u - (uint32_t)ubias * (uint32_t)build(x, p, oy, ox, g * p->cin_g, cap, patch, pairs);
                 for (co = g * og; co < c1; co += nr) {
                     if (!pairs) {
                         const int8_t *row = (const int8_t *)(p->w + co * p->wpt);
