@@ -263,9 +263,9 @@ def table(runs: dict, cs, ev, budget: float, config: str, epochs: float, seeds: 
     if rv32:
         win = [rv32[fmt_scheme(r["scheme"])] for r in runs.values() if r["scheme"] and r["searcher"] != "uniform"]
         lines += ["", f"**In micoc's deployed code** (rv32 column) the searched winners run at {min(win):.2f}-"
-                      f"{max(win):.2f} of INT8's instructions, i.e. *slower* than INT8, and all-1-bit at "
+                      f"{max(win):.2f} of INT8's instructions (the budget promised <= {budget}), and all-1-bit at "
                       f"{rv32[fmt_scheme([[1, 1]] * cs.space.n_layers)]:.2f}: the portable runtime's conv1 (cin = 1) "
-                      "is slower at 2-bit than at 8-bit input (docs/architecture.md, vexii latency model), which "
+                      "is slower at 2-bit than at 8-bit input (1.6x; docs/architecture.md, vexii latency model), which "
                       "neither vexii proxy sees. Under the default `layer` model no budget <= 0.6 is usable either: "
                       "every feasible scheme (exhaustive over all 4^10) has 1-bit inputs to conv1 and conv2, and the "
                       "two schemes with 1-bit conv1/conv2 inputs we QAT-scored (w2a1 w1a1 w4a4 w8a8 w8a8, w8a1 w8a1 w8a8 w8a8 w8a8) reached "
