@@ -301,19 +301,36 @@ static const int32_t bin_nibble[16][4] = {
     {-1, -1, 1, -1},  {1, -1, 1, -1},  {-1, 1, 1, -1},  {1, 1, 1, -1},
     {-1, -1, -1, 1},  {1, -1, -1, 1},  {-1, 1, -1, 1},  {1, 1, -1, 1},
     {-1, -1, 1, 1},   {1, -1, 1, 1},   {-1, 1, 1, 1},   {1, 1, 1, 1}};
+#define BIN4(k)                                        \
+    {                                                  \
+        const int32_t *t_ = bin_nibble[(v >> (k)) & 15u]; \
+        d[k] = t_[0];                                  \
+        d[(k) + 1] = t_[1];                            \
+        d[(k) + 2] = t_[2];                            \
+        d[(k) + 3] = t_[3];                            \
+    }
 static void unpack_b1(const uint32_t *src, int32_t *d, int32_t n)
 {
     const int32_t *e = d + n;
-    while (d < e) {
-        uint32_t v = *src++;
-        int32_t q;
-        for (q = 0; q < 8 && d < e; q++, d += 4, v >>= 4) {
-            const int32_t *t = bin_nibble[v & 15u];
-            d[0] = t[0];
-            d[1] = t[1];
-            d[2] = t[2];
-            d[3] = t[3];
+    for (; e - d >= 16; d += 16) { /* half words */
+        uint32_t v = *src;
+        if (e - d >= 32) {
+            src++;
+            BIN4(0) BIN4(4) BIN4(8) BIN4(12)
+            d += 16;
+            v >>= 16;
+            BIN4(0) BIN4(4) BIN4(8) BIN4(12)
+        } else {
+            BIN4(0) BIN4(4) BIN4(8) BIN4(12)
+            d += 16;
+            v >>= 16;
+            for (; d < e; d += 4, v >>= 4) BIN4(0)
+            return;
         }
+    }
+    if (d < e) {
+        uint32_t v = *src;
+        for (; d < e; d += 4, v >>= 4) BIN4(0)
     }
 }
 
