@@ -3,9 +3,12 @@
  *
  * Every optimized kernel has a plain reference loop (mico_conv2d_ref and
  * the element-wise loops) that reads codes one by one through mico_get;
- * the optimized conv/linear paths are chosen per bit pair for a CPU without
- * SIMD (rv32im): word-wide unpacking when a*w > 8, bit-serial AND + popcount
- * over bit-planes otherwise (fewer bits cost fewer instructions).
+ * the optimized conv/linear paths are chosen per bit pair (by the weight
+ * format the compiler lays out) for a CPU without SIMD (rv32im): bit-serial
+ * AND + popcount over bit-planes when both operands have at most 2 bits, else
+ * an unpacked patch against 8-bit weights read as bytes or against two output
+ * channels per multiply in 16-bit lanes (fewer bits never cost more
+ * instructions: bench/c_rv32_kernels.py).
  */
 #include "mico_rt.h"
 
@@ -787,78 +790,78 @@ static void bs_xnor(const uint32_t *xp, const uint32_t *vp, const uint32_t *wp, 
     BS_MASKS;
     int32_t row, no;
     for (row = 0; row < rows; row += no, wp += no * nw, out += no) {
-    int32_t j = 0;
-    uint32_t c0 = 0, c1 = 0, c2 = 0, c3 = 0;
-    no = rows - row >= 4 ? 4 : 1;
-    while (j < nw) {
-        int32_t end = nw - j > 30 ? j + 30 : nw;
-        uint32_t t0 = 0, t1 = 0, t2 = 0, t3 = 0;
-        if (no == 4) {
-            const uint32_t *w1 = wp + nw, *w2 = w1 + nw, *w3 = w2 + nw;
-            for (; j < end; j++) {
-                uint32_t x = xp[j], a = x ^ wp[j], b = x ^ w1[j], c = x ^ w2[j], d = x ^ w3[j];
-                if (vp) {
-                    uint32_t v = vp[j];
-                    a &= v;
-                    b &= v;
-                    c &= v;
-                    d &= v;
-                }
-                a = S2(a);
-                b = S2(b);
-                c = S2(c);
-                d = S2(d);
-                if (j + 1 < end) {
-                    uint32_t e, f, g, h;
-                    j++;
-                    x = xp[j];
-                    e = x ^ wp[j];
-                    f = x ^ w1[j];
-                    g = x ^ w2[j];
-                    h = x ^ w3[j];
+        int32_t j = 0;
+        uint32_t c0 = 0, c1 = 0, c2 = 0, c3 = 0;
+        no = rows - row >= 4 ? 4 : 1;
+        while (j < nw) {
+            int32_t end = nw - j > 30 ? j + 30 : nw;
+            uint32_t t0 = 0, t1 = 0, t2 = 0, t3 = 0;
+            if (no == 4) {
+                const uint32_t *w1 = wp + nw, *w2 = w1 + nw, *w3 = w2 + nw;
+                for (; j < end; j++) {
+                    uint32_t x = xp[j], a = x ^ wp[j], b = x ^ w1[j], c = x ^ w2[j], d = x ^ w3[j];
                     if (vp) {
                         uint32_t v = vp[j];
-                        e &= v;
-                        f &= v;
-                        g &= v;
-                        h &= v;
+                        a &= v;
+                        b &= v;
+                        c &= v;
+                        d &= v;
                     }
-                    a += S2(e);
-                    b += S2(f);
-                    c += S2(g);
-                    d += S2(h);
+                    a = S2(a);
+                    b = S2(b);
+                    c = S2(c);
+                    d = S2(d);
+                    if (j + 1 < end) {
+                        uint32_t e, f, g, h;
+                        j++;
+                        x = xp[j];
+                        e = x ^ wp[j];
+                        f = x ^ w1[j];
+                        g = x ^ w2[j];
+                        h = x ^ w3[j];
+                        if (vp) {
+                            uint32_t v = vp[j];
+                            e &= v;
+                            f &= v;
+                            g &= v;
+                            h &= v;
+                        }
+                        a += S2(e);
+                        b += S2(f);
+                        c += S2(g);
+                        d += S2(h);
+                    }
+                    t0 += S3(a);
+                    t1 += S3(b);
+                    t2 += S3(c);
+                    t3 += S3(d);
                 }
-                t0 += S3(a);
-                t1 += S3(b);
-                t2 += S3(c);
-                t3 += S3(d);
-            }
-        } else {
-            for (; j < end; j++) {
-                uint32_t a = xp[j] ^ wp[j];
-                if (vp) a &= vp[j];
-                a = S2(a);
-                if (j + 1 < end) {
-                    uint32_t b;
-                    j++;
-                    b = xp[j] ^ wp[j];
-                    if (vp) b &= vp[j];
-                    a += S2(b);
+            } else {
+                for (; j < end; j++) {
+                    uint32_t a = xp[j] ^ wp[j];
+                    if (vp) a &= vp[j];
+                    a = S2(a);
+                    if (j + 1 < end) {
+                        uint32_t b;
+                        j++;
+                        b = xp[j] ^ wp[j];
+                        if (vp) b &= vp[j];
+                        a += S2(b);
+                    }
+                    t0 += S3(a);
                 }
-                t0 += S3(a);
             }
+            c0 += hsum(t0);
+            c1 += hsum(t1);
+            c2 += hsum(t2);
+            c3 += hsum(t3);
         }
-        c0 += hsum(t0);
-        c1 += hsum(t1);
-        c2 += hsum(t2);
-        c3 += hsum(t3);
-    }
-    out[0] = c0;
-    if (no == 4) {
-        out[1] = c1;
-        out[2] = c2;
-        out[3] = c3;
-    }
+        out[0] = c0;
+        if (no == 4) {
+            out[1] = c1;
+            out[2] = c2;
+            out[3] = c3;
+        }
     }
 }
 
