@@ -478,6 +478,8 @@ def search_options(fn):  # type: ignore[no-untyped-def]
                      show_default=True, help="ptq; qat (brief fine-tune); auto = qat if any layer < 4 bits."),
         click.option("--qat-epochs", type=float, default=1.0, show_default=True),
         click.option("--exact", is_flag=True, help="Score with the integer interpreter instead of the torch executor."),
+        click.option("--metric", default=None, metavar="MODULE:FUNCTION",
+                     help="Score with metric(outputs, labels) -> float, higher is better (default: top-1)."),
         click.option("--qtypes", default=None, help="Bit widths to choose from, e.g. 2,4,8 or 2..8 (default per target)."),
         click.option("--tie-wa", is_flag=True, help="Activation bits = weight bits in every layer."),
         click.option("--pin-first-last", type=int, default=None, metavar="BITS", help="Fix the first and last layers."),
@@ -503,10 +505,11 @@ def search_options(fn):  # type: ignore[no-untyped-def]
 
 @cli.command()
 @click.argument("model", type=click.Path(path_type=Path))
-@click.option("--target", required=True, type=click.Choice(["vexii", "bitfusion", "host"]),
+@click.option("--target", required=True, type=click.Choice(["vexii", "bitfusion", "host", "rv32"]),
               help="Target whose bit widths and cost model the search uses.")
 @click.option("--data", required=True, type=click.Path(path_type=Path),
-              help="Labelled data (.npz: samples + 'y'); scores every candidate (validation).")
+              help="Labelled data (.npz: samples + 'y', or a Python dataset as module:attr); "
+                   "scores every candidate (validation).")
 @search_options
 @click.option("--calib", type=click.Path(path_type=Path), default=None, help="Calibration samples (default: from train/--data).")
 @click.option("--calib-method", type=click.Choice(["minmax", "percentile", "mse"]), default="minmax", show_default=True)
@@ -538,7 +541,7 @@ def search(settings: Settings, model: Path, **opts: object) -> None:
               help="Search the bits first (the `micoc search` options below), then compile the winner "
                    "(with its QAT weights if QAT scored it); search outputs go to OUTPUT/search/.")
 @click.option("--data", type=click.Path(path_type=Path), default=None,
-              help="--search: labelled validation data (.npz: samples + 'y').")
+              help="--search: labelled validation data (.npz: samples + 'y', or module:attr).")
 @search_options
 @pipeline_options
 @pass_settings

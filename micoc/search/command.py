@@ -42,12 +42,17 @@ class SearchOptions:
     calib_method: str = "minmax"
     qat_epochs: float = 1.0
     exact: bool = False
+    metric: str | None = None  # module:function; default top-1 accuracy
     progress: bool = True
 
 
 def _xy(path: Path, graph) -> tuple[np.ndarray, np.ndarray]:  # type: ignore[no-untyped-def]
+    """Samples and labels of a data file (.npz with 'y') or a Python dataset (`module:attr`)."""
     from micoc.datafiles import load_inputs, load_labels
+    from micoc.search.datasets import dataset_arrays, is_reference
 
+    if is_reference(path):
+        return dataset_arrays(str(path))
     arrays = load_inputs(path, graph)
     y = load_labels(path)
     if y is None:
@@ -91,7 +96,10 @@ def load_eval_data(o: SearchOptions, graph):  # type: ignore[no-untyped-def]
         xtr, ytr = _xy(o.train_data, graph)
     xc = None
     if o.calib is not None:
-        (xc,) = load_inputs(o.calib, graph).values()
+        from micoc.search.datasets import dataset_arrays, is_reference
+
+        (xc,) = (dataset_arrays(str(o.calib))[:1] if is_reference(o.calib)
+                 else load_inputs(o.calib, graph).values())
         xc = np.asarray(xc, dtype=np.float32)
     return EvalData.from_arrays(x, y, x_test=xt, y_test=yt, x_train=xtr, y_train=ytr,
                                 calib_samples=o.calib_samples, x_calib=xc)
@@ -125,6 +133,11 @@ def _search(o: SearchOptions, log=None):  # type: ignore[no-untyped-def]
     cs = constraints_from_text(graph, o.target, space, list(o.constraint), o.config)
     cs.check_achievable()
     data = load_eval_data(o, graph)
+    metric = None
+    if o.metric is not None:
+        from micoc.search.datasets import load_metric
+
+        metric = load_metric(o.metric)
     kind = o.evaluator
     if kind == "auto" and data.x_train is None:
         # QAT needs training data; without it `auto` can only mean PTQ (say so).
@@ -132,7 +145,8 @@ def _search(o: SearchOptions, log=None):  # type: ignore[no-untyped-def]
             log("note: no --train-data or --split: --eval auto scores every scheme with PTQ")
         kind = "ptq"
     ev = Evaluator(graph, space, data, EvalSettings(kind=kind, exact=o.exact, calib_method=o.calib_method,
-                                                    qat_epochs=o.qat_epochs, seed=o.seed))
+                                                    qat_epochs=o.qat_epochs, seed=o.seed,
+                                                    metric=o.metric or "top1"), metric)
     o.output.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     with _progress_bar(o.evals, o.progress) as bar:
