@@ -28,9 +28,16 @@ METRICS = ("bops", "latency", "weights", "arena")
 _UNITS: dict[str, dict[str, float]] = {
     "weights": {"b": 1, "kb": 1e3, "kib": 1024, "mb": 1e6, "mib": 1024**2},
     "arena": {"b": 1, "kb": 1e3, "kib": 1024, "mb": 1e6, "mib": 1024**2},
-    "latency": {"cyc": 1, "cycles": 1, "kcyc": 1e3, "mcyc": 1e6, "gcyc": 1e9},
+    # In each target's own latency unit (micoc.cost.model: cycles for vexii and
+    # bitfusion, instructions for rv32, ns for host); _LATENCY_UNIT_KIND says which.
+    "latency": {"cyc": 1, "cycles": 1, "kcyc": 1e3, "mcyc": 1e6, "gcyc": 1e9,
+                "instr": 1, "kinstr": 1e3, "minstr": 1e6, "ginstr": 1e9,
+                "ns": 1, "us": 1e3, "ms": 1e6, "s": 1e9},
     "bops": {"bops": 1, "kbops": 1e3, "mbops": 1e6, "gbops": 1e9},
 }
+_LATENCY_UNIT_KIND = {u: ("cycles" if "cyc" in u else "instructions" if "instr" in u else "ns")
+                      for u in _UNITS["latency"]}  # unit -> the target unit it scales
+_TARGET_LATENCY_UNIT = {"vexii": "cycles", "bitfusion": "cycles", "rv32": "instructions", "host": "ns"}
 _SPEC = re.compile(r"^\s*([a-z_]+)\s*(<=|=)\s*([0-9.eE+-]+)\s*([a-zA-Z%]*)\s*$")
 
 
@@ -214,9 +221,27 @@ def repair(cs: ConstraintSet, schemes: np.ndarray, max_rounds: int = 256) -> np.
     return out
 
 
+def _check_latency_unit(c: Constraint, target: str) -> None:
+    """An absolute latency budget must be in the target's own unit (cycles,
+    instructions or time): a cycle budget on the host would compare apples and ns."""
+    m = _SPEC.match(c.text)
+    unit = (m.group(4) if m else "").lower()
+    if c.metric != "latency" or not c.absolute or target not in _TARGET_LATENCY_UNIT:
+        return
+    kind = _LATENCY_UNIT_KIND[unit]
+    want = _TARGET_LATENCY_UNIT[target]
+    if kind != want:
+        examples = {"cycles": "1.5e6cyc, 800kcyc", "instructions": "2e6instr, 1.5minstr", "ns": "2ms, 500us"}
+        raise UsageError(f"bad constraint '{c.text}': --target {target} prices latency in {want} "
+                         f"(e.g. latency={examples[want].split(', ')[0]}, or a fraction of INT8 such as latency=0.5)")
+
+
 def constraints_from_text(graph: Graph, target: str, space: SearchSpace, texts: Sequence[str],
                           config: str | None = None) -> ConstraintSet:
-    return ConstraintSet(graph, target, space, tuple(parse_constraint(t) for t in texts), config)
+    cs = tuple(parse_constraint(t) for t in texts)
+    for c in cs:
+        _check_latency_unit(c, target)
+    return ConstraintSet(graph, target, space, cs, config)
 
 
 # ---------------------------------------------------------------------------
