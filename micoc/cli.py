@@ -470,7 +470,8 @@ def search_options(fn):  # type: ignore[no-untyped-def]
     """The options `micoc search` and `micoc compile --search` share."""
     opts = [
         click.option("--constraint", "constraint", multiple=True, metavar="METRIC=VALUE",
-                     help="Budget: bops=0.3 | latency=0.5 | weights=20KB | arena=12KB | latency=1.5e6cyc "
+                     help="Budget as a fraction of all-8-bit (bops=0.3, latency=0.5) or absolute: weights=20KB, "
+                          "arena=12KB, latency=1.5e6cyc (vexii, bitfusion) | 2minstr (rv32) | 2ms (host) "
                           "(repeatable; first is primary)."),
         click.option("--evals", type=int, default=32, show_default=True, help="Evaluation budget."),
         click.option("--searcher", default="mico", show_default=True, help="mico, random, uniform, greedy (or a plugin)."),
