@@ -251,8 +251,9 @@ def section(parts: list[list[str]]) -> str:
     lines = [
         "## Mixed-precision search",
         "",
-        "`nice -n 5 python bench/search_regret.py --write` (issue 6, Setting A). qtypes 2..8 for the weights",
-        "and activations of every quantizable layer, PTQ with the torch executor (= the deployed integer",
+        f"`python bench/search_regret.py {' '.join(sys.argv[1:])}` (issue 6, Setting A; `--cached-only`: the",
+        "runs and oracle scores finished by earlier invocations). qtypes 2..8 for the weights and",
+        "activations of every quantizable layer, PTQ with the torch executor (= the deployed integer",
         "numerics; minmax calibration on 256 training images), budget BOPs <= 0.3 of INT8, 32 evaluations",
         "per search. Objective = validation top-1 (1000 images: one image = 0.1 pp); the winner's test",
         "top-1 is reported, never used to choose. Oracle = best validation top-1 of 2000 (or, where stated,",
