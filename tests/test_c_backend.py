@@ -259,16 +259,18 @@ int main(void)
 
 def test_requant32_equals_mico_requant(tmp_path: Path) -> None:
     """The kernels' 32-bit requantization (one rounding of acc * m / 2^s) is mico_requant
-    exactly, over random and edge-case accumulators, multipliers, shifts and clamps."""
+    exactly, over random and edge-case accumulators, multipliers, shifts and clamps; both its
+    64-bit-host form and the 32-bit targets' form (MICO_REQUANT_HALVES, what rv32 runs)."""
     from micoc.targets.host import find_cc
 
     src = tmp_path / "t.c"
     src.write_text(REQUANT_TEST)
-    exe = tmp_path / "t"
     rt = ROOT / "micoc" / "runtime"
-    subprocess.run([find_cc(), "-std=c99", "-O2", "-Wno-unused-function", *SANITIZE, f"-I{rt}", str(src), "-o",
-                    str(exe)], check=True)
-    assert subprocess.run([str(exe)], check=True, capture_output=True, text=True).stdout.strip() == "0"
+    for i, defs in enumerate(([], ["-DMICO_REQUANT_HALVES"])):
+        exe = tmp_path / f"t{i}"
+        subprocess.run([find_cc(), "-std=c99", "-O2", "-Wno-unused-function", *SANITIZE, *defs, f"-I{rt}", str(src),
+                        "-o", str(exe)], check=True)
+        assert subprocess.run([str(exe)], check=True, capture_output=True, text=True).stdout.strip() == "0", defs
 
 
 # -- report.json ----------------------------------------------------------------------

@@ -108,12 +108,24 @@ static void wr_end(writer *wr)
 
 /* ---------------------------------------------------------------- numerics */
 
+/* Branch-free helpers: the sign as a mask (0 or all ones), |v| and its
+ * restoration by xor/subtract, and clamps written as selects (cmov on x86;
+ * the host's time then does not depend on the data: no sign or clamp branch
+ * to mispredict). */
+#define SGN32(v) ((uint32_t)((int32_t)(v) >> 31))
+#define SGN64(v) ((uint64_t)((int64_t)(v) >> 63))
+static inline int32_t clamp32(int32_t v, int32_t lo, int32_t hi)
+{
+    v = v < lo ? lo : v;
+    return v > hi ? hi : v;
+}
+
 /* round_half_away(p / 2^s): magnitude, add half, shift, restore the sign. */
 int64_t mico_round_shift(int64_t p, int32_t s)
 {
-    uint64_t u = p < 0 ? (uint64_t)0 - (uint64_t)p : (uint64_t)p;
+    uint64_t sg = SGN64(p), u = ((uint64_t)p ^ sg) - sg;
     u = (u + (((uint64_t)1 << s) >> 1)) >> s;
-    return p < 0 ? -(int64_t)u : (int64_t)u;
+    return (int64_t)((u ^ sg) - sg);
 }
 
 /* clamp(round_half_away(acc * m / 2^s), lo, hi), exact, one rounding step
@@ -121,10 +133,9 @@ int64_t mico_round_shift(int64_t p, int32_t s)
  * (int64 accumulators): the product is formed in 32-bit limbs. */
 int32_t mico_requant(int64_t acc, int32_t m, int32_t s, int32_t lo, int32_t hi, int binary)
 {
-    uint64_t u, r, bias;
+    uint64_t sg = SGN64(acc), u = ((uint64_t)acc ^ sg) - sg, r, bias;
     int64_t v;
-    if (binary) return (acc >= 0 || m == 0) ? 1 : -1;
-    u = acc < 0 ? (uint64_t)0 - (uint64_t)acc : (uint64_t)acc;
+    if (binary) return 1 - 2 * (int32_t)(sg & (uint64_t)(m != 0)); /* acc >= 0 or m == 0: +1 */
     bias = ((uint64_t)1 << s) >> 1;
     if (u <= 0x80000000u) {
         r = (u * (uint64_t)(uint32_t)m + bias) >> s;
@@ -137,51 +148,62 @@ int32_t mico_requant(int64_t acc, int32_t m, int32_t s, int32_t lo, int32_t hi, 
             uint64_t cs = c < ((uint64_t)1 << 31) ? c : ((uint64_t)1 << 31);
             r = (cs << (32 - s)) | (bl >> s);
         }
-        if (r > ((uint64_t)1 << 62)) r = (uint64_t)1 << 62;
+        r = r < ((uint64_t)1 << 62) ? r : (uint64_t)1 << 62;
     }
-    v = acc < 0 ? -(int64_t)r : (int64_t)r;
-    if (v < lo) return lo;
-    if (v > hi) return hi;
-    return (int32_t)v;
+    v = (int64_t)((r ^ sg) - sg);
+    v = v < lo ? lo : v;
+    return (int32_t)(v > hi ? hi : v);
 }
 
-/* mico_requant for |acc| < 2^31 in 32-bit halves (the kernels' hot path):
- * the same single rounding of acc * m / 2^s (0 <= m < 2^31, 0 <= s <= 62),
- * magnitudes of 2^32 and more saturate (they clamp the same). */
+/* mico_requant for |acc| <= 2^31 (the kernels' hot path): the same single
+ * rounding of acc * m / 2^s (0 <= m < 2^31, 0 <= s <= 62), branch-free in the
+ * data (no branch on the sign, clamps as selects: cmov on x86, so host time
+ * does not depend on the data). 64-bit hosts: the magnitude's product in one
+ * 64-bit shift. 32-bit targets (MICO_REQUANT_HALVES forces it): the signed
+ * product t in two words, round half away as (t + 2^(s-1) - [t < 0]) >> s
+ * (arithmetic), branching only on s (the channel's constant shift) and on
+ * an int32 overflow (saturated: it clamps the same). */
+#if UINTPTR_MAX > 0xFFFFFFFFu && !defined(MICO_REQUANT_HALVES)
 static inline int32_t requant32(int32_t acc, int32_t m, int32_t s, int32_t lo, int32_t hi, int binary)
 {
-    uint32_t u = acc < 0 ? 0u - (uint32_t)acc : (uint32_t)acc, r;
+    uint32_t sg = SGN32(acc), u = ((uint32_t)acc ^ sg) - sg, r, lim;
     uint64_t t;
-    uint32_t th, tl;
-    int32_t v;
-    if (binary) return (acc >= 0 || m == 0) ? 1 : -1;
+    if (binary) return 1 - 2 * (int32_t)(sg & (uint32_t)(m != 0)); /* acc >= 0 or m == 0: +1 */
     t = (uint64_t)u * (uint32_t)m;
-    th = (uint32_t)(t >> 32);
-    tl = (uint32_t)t;
-    if (s >= 33) {
-        r = (th + (1u << (s - 33))) >> (s - 32); /* th < 2^30: no carry out */
-    } else if (s == 32) {
-        r = th + (tl >> 31);
-    } else if (s == 0) {
-        r = th ? 0xFFFFFFFFu : tl;
-    } else {
-        uint32_t b = 1u << (s - 1), l = tl + b, h = th + (l < b);
-        r = (h >> s) ? 0xFFFFFFFFu : (l >> s) | (h << (32 - s));
-    }
-    if (acc < 0) {
-        if (r > 0x80000000u) r = 0x80000000u;
-        v = (int32_t)(0u - r);
-    } else {
-        v = (int32_t)(r > 0x7FFFFFFFu ? 0x7FFFFFFFu : r);
-    }
-    return v < lo ? lo : v > hi ? hi : v;
+    t = (t + (((uint64_t)1 << s) >> 1)) >> s; /* t < 2^62: no overflow */
+    lim = 0x7FFFFFFFu - sg;                   /* |v| <= 2^31 - 1, or 2^31 for a negative acc */
+    r = (uint32_t)(t < lim ? t : lim);
+    return clamp32((int32_t)((r ^ sg) - sg), lo, hi);
 }
+#else
+static inline int32_t requant32(int32_t acc, int32_t m, int32_t s, int32_t lo, int32_t hi, int binary)
+{
+    int64_t t = (int64_t)acc * m;
+    int32_t th = (int32_t)(t >> 32), r;
+    uint32_t tl = (uint32_t)t, sg = SGN32(acc);
+    if (binary) return 1 - 2 * (int32_t)(sg & (uint32_t)(m != 0)); /* acc >= 0 or m == 0: +1 */
+    if (s >= 33) {
+        th -= (int32_t)(sg & (uint32_t)(tl == 0)); /* the -1 borrows from th only when tl == 0 */
+        r = (th + (1 << (s - 33))) >> (s - 32);  /* |th| <= 2^30: no overflow */
+    } else if (s == 32) {
+        uint32_t b = 0x80000000u + sg;
+        r = th + (int32_t)(tl + b < b);
+    } else if (s == 0) {
+        r = th == ((int32_t)tl >> 31) ? (int32_t)tl : (int32_t)(0x7FFFFFFFu ^ sg);
+    } else {
+        uint32_t b = (1u << (s - 1)) + sg, l = tl + b;
+        int32_t h = th + (int32_t)(l < b), hs = h >> (s - 1);
+        r = hs == (hs >> 31) ? (int32_t)((l >> s) | ((uint32_t)h << (32 - s))) : (int32_t)(0x7FFFFFFFu ^ sg);
+    }
+    return clamp32(r, lo, hi);
+}
+#endif
 
 int32_t mico_avg_divide(int64_t total, int32_t count)
 {
-    uint64_t u = total < 0 ? (uint64_t)0 - (uint64_t)total : (uint64_t)total;
+    uint64_t sg = SGN64(total), u = ((uint64_t)total ^ sg) - sg;
     u = (u + (uint64_t)(count / 2)) / (uint64_t)count;
-    return total < 0 ? -(int32_t)u : (int32_t)u;
+    return (int32_t)(((uint32_t)u ^ (uint32_t)sg) - (uint32_t)sg);
 }
 
 /* -------------------------------------------------------- conv: reference */
@@ -997,7 +1019,8 @@ void mico_add(const mico_tensor *a, int32_t ma, const mico_tensor *b, int32_t mb
                 v = t >= 0 ? 1 : -1; /* the sign of the exact sum */
             } else {
                 int64_t r = mico_round_shift(t, s);
-                v = (int32_t)(r < lo ? lo : r > hi ? hi : r);
+                r = r < lo ? lo : r;
+                v = (int32_t)(r > hi ? hi : r);
             }
             wr_put(&wr, v);
         }
@@ -1013,7 +1036,7 @@ void mico_clamp(const mico_tensor *x, const mico_tensor *y, int32_t lo, int32_t 
         wr_begin(&wr, y, pix);
         for (c = 0; c < y->c; c++) {
             int32_t v = mico_get(x, c, pix);
-            wr_put(&wr, v < lo ? lo : v > hi ? hi : v);
+            wr_put(&wr, clamp32(v, lo, hi));
         }
         wr_end(&wr);
     }
