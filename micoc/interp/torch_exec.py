@@ -32,19 +32,45 @@ from micoc.errors import UnsupportedError
 from micoc.ir.graph import Graph, Op, Value
 from micoc.ir.ops import window_out
 
+_HALF = torch.tensor(0.5)
+
 
 def round_half_away(x: torch.Tensor) -> torch.Tensor:
-    return torch.sign(x) * torch.floor(torch.abs(x) + 0.5)
+    """Round half away from zero (no gradient: every caller detaches it)."""
+    with torch.no_grad():
+        return _round_half_away_(x.detach().clone())
+
+
+def _round_half_away_(t: torch.Tensor) -> torch.Tensor:
+    """In place, no gradient: trunc(t + copysign(0.5, t)), the same float
+    operations as sign(t) * floor(|t| + 0.5) (IEEE rounding is sign-symmetric)."""
+    return t.add_(torch.copysign(_HALF.to(t.dtype), t)).trunc_()
+
+
+def _straight_through(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """y forward; the gradient of x backward (when x needs one). y is detached."""
+    if not (torch.is_grad_enabled() and x.requires_grad):
+        return y
+    with torch.no_grad():
+        d = y.sub_(x)
+    return x + d
 
 
 def fake_quant(x: torch.Tensor, q: ActQuant) -> torch.Tensor:
-    """Quantize-dequantize with a straight-through gradient inside the range."""
-    if q.bits == 1 and not q.unsigned:
-        y = torch.where(x >= 0, q.scale, -q.scale).to(x.dtype)
-    else:
-        lo, hi = (0, (1 << q.bits) - 1) if q.unsigned else (-(1 << (q.bits - 1)), (1 << (q.bits - 1)) - 1)
-        y = torch.clamp(round_half_away(x / q.scale), lo, hi) * q.scale
-    return x + (y - x).detach()
+    """Quantize-dequantize with a straight-through gradient inside the range.
+    The rounding runs without autograd and in place (evaluation is most of the
+    search's time)."""
+    with torch.no_grad():
+        if q.bits == 1 and not q.unsigned:
+            y = torch.where(x >= 0, q.scale, -q.scale).to(x.dtype)
+        else:
+            t = x / q.scale
+            if q.unsigned:  # floor(t + 0.5) == round-half-away for t >= 0; t < 0 clamps to 0 either way
+                t.add_(0.5).floor_().clamp_(0, (1 << q.bits) - 1)
+            else:
+                _round_half_away_(t).clamp_(-(1 << (q.bits - 1)), (1 << (q.bits - 1)) - 1)
+            y = t.mul_(q.scale)
+    return _straight_through(x, y)
 
 
 def fake_quant_weights(w: torch.Tensor, bits: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -100,7 +126,11 @@ class TorchExecutor(nn.Module):
                 # accumulator exactly, and float error must not move a value across
                 # a rounding tie or, for binary outputs, across zero.
                 step = step.reshape((-1,) + (1,) * (y.dim() - 2)) if op.opname == "conv2d" else step
-                y = y + (round_half_away(y / step) * step - y).detach()
+                with torch.no_grad():
+                    # y / step is within float error of an integer: any rounding mode
+                    # gives that integer, and round_ is one in-place pass.
+                    snapped = (y / step).round_().mul_(step)
+                y = _straight_through(y, snapped)
             if plan and op not in plan.float_tail and op.opname not in ("maxpool", "reshape", "transpose", "slice"):
                 y = fake_quant(y, plan.values[op.result])  # relu/clip/pools keep their input's type
             env[op.result] = y
@@ -152,8 +182,11 @@ def _act(op: Op, y: torch.Tensor) -> torch.Tensor:
 def _conv2d(op: Op, a: list[torch.Tensor]) -> torch.Tensor:
     at = op.attrs
     pt, pl, pb, pr = at["pad"]
-    x = F.pad(a[0], (pl, pr, pt, pb)) if any(at["pad"]) else a[0]
-    y = F.conv2d(x, a[1], a[2] if len(a) > 2 else None, at["stride"], 0, at["dilation"], at["groups"])
+    if pt == pb and pl == pr:  # symmetric: conv2d pads itself (no padded copy)
+        x, pad = a[0], (pt, pl)
+    else:
+        x, pad = F.pad(a[0], (pl, pr, pt, pb)), (0, 0)
+    y = F.conv2d(x, a[1], a[2] if len(a) > 2 else None, at["stride"], pad, at["dilation"], at["groups"])
     return _act(op, y)
 
 
