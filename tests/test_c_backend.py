@@ -24,7 +24,7 @@ from micoc.passes.canonicalize import Canonicalize
 from micoc.passes.quantize import Quantize
 from micoc.targets import get_target
 from micoc.targets.c.emitter import arena_plan, gather_table
-from micoc.targets.c.layout import WF_PACKED, WF_PLANES, conv_weight_rows, weight_format
+from micoc.targets.c.layout import WF_PACKED, WF_PLANES, conv_weight_rows, short_taps, weight_format
 from micoc.targets.host import SANITIZE
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -177,6 +177,51 @@ def test_optimized_kernels_equal_reference(wbits: int, abits: int, tmp_path: Pat
 
 
 @cache
+def short_net() -> tuple[Graph, np.ndarray]:
+    """Short taps (layout.short_taps): one input channel (LeNet-5's conv1), then 2 and 3
+    channels per tap, padded and strided."""
+    import torch
+    from torch import nn
+
+    from micoc.frontends.fx import import_module
+
+    class Net(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.c1 = nn.Conv2d(1, 3, 5, padding=2)
+            self.c2 = nn.Conv2d(3, 2, 3, stride=2, padding=1)
+            self.c3 = nn.Conv2d(2, 5, 3, padding=1)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            x = torch.relu(self.c1(x))
+            x = self.c2(x)
+            return self.c3(torch.relu(x))
+
+    torch.manual_seed(5)
+    x = torch.randn(1, 1, 9, 7)
+    g = import_module(Net().eval(), x)
+    PassManager([Canonicalize()]).run(g)
+    data = np.random.default_rng(4).standard_normal((4, 1, 9, 7)).astype(np.float32)
+    return g, data
+
+
+@pytest.mark.parametrize("abits", BITS)
+@pytest.mark.parametrize("wbits", BITS)
+def test_short_taps_equal_reference(wbits: int, abits: int, tmp_path: Path) -> None:
+    """Convs with 1-3 input channels per tap (8-bit weight rows whatever the weight bits,
+    layout.short_taps) == the reference loop == the interpreter, all 16 bit pairs."""
+    g, data = short_net()
+    q = quantized(g, data, f"w{wbits}a{abits}")
+    out = tmp_path / "build"
+    assert_bit_exact(q, data, out)
+    assert_bit_exact(q, data, out, exe="model_ref", reference=True)
+    convs = [op for op in q.ops if op.opname == "conv2d"]
+    assert short_taps(convs[0]) == (abits > 1)
+    if abits > 1:
+        assert weight_format(convs[0]) == WF_PACKED
+
+
+@cache
 def misc_net() -> tuple[Graph, np.ndarray]:
     """The other ops: lookup table (sigmoid), avgpool (no pad counting), ceil-mode
     maxpool, concat with requantized operands, clip, sub, relu6, transpose, slice."""
@@ -293,8 +338,8 @@ def test_weight_bytes_are_the_packed_sizes(tmp_path: Path) -> None:
         fmt = weight_format(op)
         if fmt == WF_PLANES:  # per output channel, wb planes of the row's K bits
             words = cout * wb * -(-taps * cin // 32)
-        elif fmt == WF_PACKED:  # packed rows (8-bit containers)
-            words = cout * -(-taps * cin * c // 32)
+        elif fmt == WF_PACKED:  # packed rows (8-bit containers, any weight bits)
+            words = cout * -(-taps * cin * 8 // 32)
         else:  # pairs of output channels, 16/c codes of each per word
             words = -(-cout // 2) * -(-taps * cin * c // 16)
         assert by_name[f"{op.layer}.weight"] == 4 * words

@@ -34,6 +34,8 @@ from micoc.ir.graph import Graph, Op, Value
 from micoc.numerics import container_bits, quantize_multipliers_common
 from micoc.passes.plan_buffers import BufferPlan, plan_buffers
 from micoc.targets.c.layout import (
+    KIND_SIGNED,
+    WF_PACKED,
     WF_PLANES,
     TensorLayout,
     chw,
@@ -216,11 +218,13 @@ class _Emitter:
             pt = pl = 0
             cin_g = w.type.shape[1]
         wt = w.type
+        # PACKED rows are signed bytes whatever the weight bits (layout.short_taps)
+        wcbits, wkind = (8, KIND_SIGNED) if fmt == WF_PACKED else (tensor_bits(wt.bits), kind_of(wt))
         pname = f"P{self.n_layer}"
         bias = f"(const int32_t *)&mico_weights[{boff}]" if boff is not None else "0"
         self.decls.append(
             f"static const mico_conv {pname} = {{{cout}, {cin_g}, {kh}, {kw}, {sh}, {sw}, {dh}, {dw}, "
-            f"{pt}, {pl}, {groups}, {lo}, {hi}, {wpt}, {wt.bits}, {tensor_bits(wt.bits)}, {kind_of(wt)}, "
+            f"{pt}, {pl}, {groups}, {lo}, {hi}, {wpt}, {wt.bits}, {wcbits}, {wkind}, "
             f"{fmt}, {1 if a.get('acc') == 'i64' else 0}, {1 if op.result.type.elem == 'qi1' else 0}, "
             f"&mico_weights[{woff}], {bias}, (const int32_t *)&mico_weights[{moff}], "
             f"(const int32_t *)&mico_weights[{soff}]}};"

@@ -8,7 +8,8 @@ in containers of 1/2/4/8 bits and is padded with zero bits to a whole
 
 Conv/linear weights are laid out along the reduction dimension in tap-major
 order (kh, kw, cin): one packed row per output channel (PACKED, 8-bit
-containers and activations wider than 4 bits), two output channels interleaved
+containers and activations wider than 4 bits, or fewer than 4 input channels per
+tap: any weight bits as signed bytes), two output channels interleaved
 in 16-bit lanes (PAIRS, the other layers) or, for the bit-serial kernel, one bit-plane per weight bit per
 output channel (PLANES).
 """
@@ -72,6 +73,23 @@ def tensor_layout(t: TensorType) -> TensorLayout:
     return TensorLayout(v[0], v[1], v[2], container_bits(t.bits), t.bits, kind_of(t))
 
 
+def short_taps(op: Op) -> bool:
+    """Whether a conv/linear with very short taps runs the patch kernel against 8-bit
+    weights (format PACKED) whatever its weight bits: groups == 1 and activations of 2+
+    bits, with one input channel per tap, or 2-3 in place of the two-plane bit-serial
+    kernel (a = 2, w <= 2). There the per-pixel work (kh*kw taps; for the bit-serial
+    kernel a plane stream per activation bit) dominates the few MACs, and the byte
+    kernel has the least per-output overhead (measured on RV32IM: LeNet-5's conv1,
+    1 -> 6 channels 5x5, 2.46M instructions at w4a4 and 2.98M at w2a2 before, 2.02M
+    and 2.09M in this format; 1.85M at w8a8). 1-bit activations keep their kernel
+    (the one-plane bit-serial kernel is cheaper)."""
+    w = op.operands[1].type
+    cin_g, a = w.shape[1], op.operands[0].type.bits
+    if op.attrs.get("groups", 1) != 1 or a == 1 or cin_g >= 4:
+        return False
+    return cin_g == 1 or (a <= 2 and w.bits <= 2)
+
+
 def use_planes(op: Op) -> bool:
     """Whether a conv/linear runs bit-serial (AND + popcount over bit-planes)
     instead of a patch kernel: groups == 1 and both operands of at most 2 bits
@@ -80,14 +98,17 @@ def use_planes(op: Op) -> bool:
     2.85 bit-serial vs 2.8 patch on the linear layer)."""
     groups = op.attrs.get("groups", 1)
     a, w = op.operands[0].type.bits, op.operands[1].type.bits
-    return groups == 1 and a <= 2 and w <= 2
+    return groups == 1 and a <= 2 and w <= 2 and not short_taps(op)
 
 
 def weight_format(op: Op) -> int:
     """PLANES (bit-serial); PACKED (read as int8) for 8-bit weight containers with
-    activations of more than 4 bits (a lane of 16 bits can't hold x * u); else PAIRS."""
+    activations of more than 4 bits (a lane of 16 bits can't hold x * u) and for short
+    taps (`short_taps`, any weight bits, held in 8-bit containers); else PAIRS."""
     if use_planes(op):
         return WF_PLANES
+    if short_taps(op):
+        return WF_PACKED
     wide = container_bits(op.operands[1].type.bits) == 8 and op.operands[0].type.bits > 4
     return WF_PACKED if wide else WF_PAIRS
 
@@ -107,8 +128,8 @@ def pack_conv_weights(op: Op) -> tuple[np.ndarray, int, int]:
     """(uint32 words, format, words per row, per plane or per channel pair) of a conv/linear weight.
 
     Every format orders a row's K = kh*kw*cin_g codes (kh, kw, cin).
-    PACKED: one row per output channel packed as in numerics.pack (row padded
-    to a word). PLANES: per output channel, one plane of ceil(K/32) words per
+    PACKED: one row per output channel packed as in numerics.pack in 8-bit
+    containers (row padded to a word). PLANES: per output channel, one plane of ceil(K/32) words per
     weight bit (bit q of each code's two's complement; binary: bit 1 = +1).
     PAIRS (containers c of 1, 2, 4, 8 bits): output channels in pairs (2m, 2m+1);
     word j of a pair holds n = 16/c codes k in [j n, (j+1) n) of channel 2m in
@@ -126,8 +147,9 @@ def pack_conv_weights(op: Op) -> tuple[np.ndarray, int, int]:
             planes = [(u >> q) & 1 for q in range(wt.bits)]
         packed = np.stack([pack(p, 1, signed=False) for p in planes], axis=1)  # [cout, planes, wpt]
         return packed.reshape(-1).astype(np.uint32), WF_PLANES, packed.shape[2]
-    if fmt == WF_PACKED:
-        packed = pack(rows, wt.bits, signed=True)  # one row per cout
+    if fmt == WF_PACKED:  # one row per cout, signed bytes (any weight bits; binary: -1, +1)
+        vals = np.where(rows > 0, 1, -1) if wt.elem == "qi1" else rows
+        packed = pack(vals, 8, signed=True)
         return packed.reshape(-1).astype(np.uint32), WF_PACKED, packed.shape[1]
     c = container_bits(wt.bits)
     n = 16 // c
