@@ -129,6 +129,19 @@ def test_random_mixed_schemes_bit_exact(name: str, tmp_path: Path) -> None:
 # -- every optimized kernel == its reference loop, all 16 bit pairs ---------------
 
 
+def traced(net: type, sample: tuple[int, ...], torch_seed: int, data_seed: int) -> tuple[Graph, np.ndarray]:
+    """A small test network (weights from `torch_seed`) through fx, canonicalized; 4 random samples."""
+    import torch
+
+    from micoc.frontends.fx import import_module
+
+    torch.manual_seed(torch_seed)
+    x = torch.randn(1, *sample)
+    g = import_module(net().eval(), x)
+    PassManager([Canonicalize()]).run(g)
+    return g, np.random.default_rng(data_seed).standard_normal((4, *sample)).astype(np.float32)
+
+
 @cache
 def kernel_net() -> tuple[Graph, np.ndarray]:
     """Odd sizes, padding, dilation, strides, depthwise and grouped convs, multi-word
@@ -136,7 +149,6 @@ def kernel_net() -> tuple[Graph, np.ndarray]:
     import torch
     from torch import nn
 
-    from micoc.frontends.fx import import_module
 
     class Net(nn.Module):
         def __init__(self) -> None:
@@ -156,12 +168,7 @@ def kernel_net() -> tuple[Graph, np.ndarray]:
             x = torch.relu(self.c5(x))
             return self.fc(torch.flatten(x, 1))
 
-    torch.manual_seed(7)
-    x = torch.randn(1, 5, 9, 11)
-    g = import_module(Net().eval(), x)
-    PassManager([Canonicalize()]).run(g)
-    data = np.random.default_rng(3).standard_normal((4, 5, 9, 11)).astype(np.float32)
-    return g, data
+    return traced(Net, (5, 9, 11), torch_seed=7, data_seed=3)
 
 
 @pytest.mark.parametrize("abits", BITS)
@@ -183,7 +190,6 @@ def short_net() -> tuple[Graph, np.ndarray]:
     import torch
     from torch import nn
 
-    from micoc.frontends.fx import import_module
 
     class Net(nn.Module):
         def __init__(self) -> None:
@@ -197,12 +203,7 @@ def short_net() -> tuple[Graph, np.ndarray]:
             x = self.c2(x)
             return self.c3(torch.relu(x))
 
-    torch.manual_seed(5)
-    x = torch.randn(1, 1, 9, 7)
-    g = import_module(Net().eval(), x)
-    PassManager([Canonicalize()]).run(g)
-    data = np.random.default_rng(4).standard_normal((4, 1, 9, 7)).astype(np.float32)
-    return g, data
+    return traced(Net, (1, 9, 7), torch_seed=5, data_seed=4)
 
 
 @pytest.mark.parametrize("abits", BITS)
