@@ -190,14 +190,18 @@ def _torch_conv2d(x: np.ndarray, w: np.ndarray, stride: tuple[int, int], pad: tu
     import torch
     import torch.nn.functional as F
 
+    def tensor(a: np.ndarray) -> torch.Tensor:  # torch wants writable memory (constants are read-only)
+        a = np.ascontiguousarray(a)
+        return torch.from_numpy(a if a.flags.writeable else a.copy())
+
     pt, pl, pb, pr = pad
-    xt = torch.from_numpy(np.ascontiguousarray(x))
+    xt = tensor(x)
     if pt == pb and pl == pr:
         padding: tuple[int, int] = (pt, pl)
     else:
         xt, padding = F.pad(xt, (pl, pr, pt, pb)), (0, 0)
     with torch.no_grad():
-        y = F.conv2d(xt, torch.from_numpy(np.ascontiguousarray(w)), None, stride, padding, dilation, groups)
+        y = F.conv2d(xt, tensor(w), None, stride, padding, dilation, groups)
     return y.numpy()
 
 
