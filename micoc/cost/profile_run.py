@@ -420,14 +420,9 @@ def default_params_dir() -> Path:
 
 
 def machine_line() -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    from micoc.targets.host import cpu_model
+
+    cpu = cpu_model()
     load = f", load average {os.getloadavg()[0]:.1f}" if hasattr(os, "getloadavg") else ""
     return f"{cpu} ({platform.machine()}), {os.cpu_count()} CPUs, {platform.system()} {platform.release()}{load}"
 

@@ -58,15 +58,19 @@ def cache_dir() -> Path:
     return Path(os.environ.get("MICOC_CACHE_DIR") or Path(tempfile.gettempdir()) / f"micoc-cache-{os.getuid()}")
 
 
-def _cpu_id() -> str:
-    """The CPU model (what -march=native resolves to), so a shared cache never mixes CPUs."""
+def cpu_model() -> str:
+    """The CPU model name (what -march=native resolves to; also the machine line of
+    profiles and benchmarks), or the platform's processor/architecture without one."""
     try:
         with open("/proc/cpuinfo") as f:
-            return next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), "")
+            name = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), "")
     except OSError:
-        import platform
+        name = ""
+    if name:
+        return name
+    import platform
 
-        return platform.processor() or platform.machine()
+    return platform.processor() or platform.machine()
 
 
 def _runtime_object(cc: str, flags: list[str], src_dir: Path) -> Path:
@@ -74,7 +78,7 @@ def _runtime_object(cc: str, flags: list[str], src_dir: Path) -> Path:
     h = hashlib.sha256()
     for name in ("mico_rt.c", "mico_rt.h"):
         h.update((src_dir / name).read_bytes())
-    h.update(" ".join([cc, *flags, _cpu_id()]).encode())  # -march=native: per CPU model
+    h.update(" ".join([cc, *flags, cpu_model()]).encode())  # -march=native: per CPU model
     obj = cache_dir() / f"mico_rt-{h.hexdigest()[:20]}.o"
     if not obj.exists():
         obj.parent.mkdir(parents=True, exist_ok=True)
