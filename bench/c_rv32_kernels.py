@@ -50,6 +50,20 @@ def layer_net(kind: str):  # type: ignore[no-untyped-def]
     return g, np.random.default_rng(0).standard_normal((4, *x.shape[1:])).astype(np.float32)
 
 
+def run_on_rv32(rv32, g0, bits: str, data: np.ndarray, out: Path, before: str = ""):  # type: ignore[no-untyped-def]
+    """Quantize a copy of g0 at `bits` (calibrated on data), build it for rv32 and run
+    the first sample under QEMU: (emit report, the run's exact counts)."""
+    from micoc.passes import PassContext, PassManager
+
+    g = g0.clone()
+    ctx = PassContext(data={"calibration": {g.inputs[0].name: data}})
+    PassManager.from_string(f"{before}assign-bits{{bits={bits}}},calibrate,quantize", ctx).run(g)
+    rep = rv32.emit(g, out)
+    rv32.build(out)
+    rv32.run(out, [data[:1]])
+    return rep, rv32.last_run
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--write", action="store_true", help="record the table in BENCHMARKS.md")
@@ -61,7 +75,6 @@ def main(argv: list[str] | None = None) -> int:
     if args.write and (pairs or args.no_nets or args.layers != ",".join(LAYERS)):
         ap.error("--write records the whole table")
 
-    from micoc.passes import PassContext, PassManager
     from micoc.targets import get_target
 
     rv32 = get_target("rv32")
@@ -75,15 +88,9 @@ def main(argv: list[str] | None = None) -> int:
                     if pairs and f"w{w}a{a}" not in pairs:
                         cells.append("-")
                         continue
-                    g = g0.clone()
-                    ctx = PassContext(data={"calibration": {g.inputs[0].name: data}})
-                    PassManager.from_string(f"assign-bits{{bits=w{w}a{a}}},calibrate,quantize", ctx).run(g)
-                    out = Path(tmpd) / f"{kind}_w{w}a{a}"
-                    rep = rv32.emit(g, out)
-                    rv32.build(out)
-                    rv32.run(out, [data[:1]])
+                    rep, run = run_on_rv32(rv32, g0, f"w{w}a{a}", data, Path(tmpd) / f"{kind}_w{w}a{a}")
                     lay = rep["layers"][0]
-                    instr = rv32.last_run.layers[0].instructions  # type: ignore[attr-defined]
+                    instr = run.layers[0].instructions
                     cells.append(f"{instr / lay['macs']:.2f} ({lay['kernel'][0]})")
                 rows.append(f"| {kind} | w{w} | " + " | ".join(cells) + " |")
                 print(rows[-1], flush=True)
@@ -101,14 +108,7 @@ def main(argv: list[str] | None = None) -> int:
             data = np.random.default_rng(0).standard_normal((4, *shape[1:])).astype(np.float32)
             cells = []
             for bits in ("w8a8", "w4a4", "w2a2", "w1a1"):
-                g = g0.clone()
-                ctx = PassContext(data={"calibration": {g.inputs[0].name: data}})
-                PassManager.from_string(f"canonicalize,assign-bits{{bits={bits}}},calibrate,quantize", ctx).run(g)
-                out = Path(tmpd) / f"{name}_{bits}"
-                rep = rv32.emit(g, out)
-                rv32.build(out)
-                rv32.run(out, [data[:1]])
-                run = rv32.last_run  # type: ignore[attr-defined]
+                rep, run = run_on_rv32(rv32, g0, bits, data, Path(tmpd) / f"{name}_{bits}", "canonicalize,")
                 layer_instr = sum(lc.instructions for lc in run.layers)
                 cells.append(f"{layer_instr / rep['macs']:.2f} / {run.instructions / 1e6:.2f}M")
             net_rows.append(f"| {name} | " + " | ".join(cells) + " |")
