@@ -147,9 +147,11 @@ def random_feasible(space: SearchSpace, cs, n: int, seed: int) -> np.ndarray:  #
     return np.stack(list(out.values()))
 
 
-def oracle(space: SearchSpace, cs, ev: CachedEvaluator, n: int = N_ORACLE) -> dict:  # type: ignore[no-untyped-def]
-    """Best validation score of the first n of N_ORACLE distinct uniformly random feasible schemes."""
-    schemes = random_feasible(space, cs, N_ORACLE, seed=12345)[:n]
+def oracle(space: SearchSpace, cs, ev: CachedEvaluator, n: int = N_ORACLE,  # type: ignore[no-untyped-def]
+           shard: tuple[int, int] = (0, 1)) -> dict:
+    """Best validation score of the first n of N_ORACLE distinct uniformly random feasible schemes.
+    `shard` (k, m): score only every m-th scheme from the k-th (m processes share the cache file)."""
+    schemes = random_feasible(space, cs, N_ORACLE, seed=12345)[:n][shard[0]::shard[1]]
     t0 = time.perf_counter()
     vals = []
     for i, s in enumerate(schemes):
@@ -279,6 +281,8 @@ if __name__ == "__main__":
     ap = argparse.ArgumentParser()
     ap.add_argument("--models", default="lenet5,resnet8")
     ap.add_argument("--oracle-only", action="store_true")
+    ap.add_argument("--oracle-shard", default="0/1",
+                    help="K/M with --oracle-only: score every M-th oracle scheme from the K-th (M processes)")
     ap.add_argument("--oracle-n", default="",
                     help="per model, e.g. resnet8=500: the oracle is the best of the first N random schemes")
     ap.add_argument("--seeds", type=int, default=20)
@@ -300,10 +304,12 @@ if __name__ == "__main__":
         if args.cached_only:  # the longest prefix of the oracle's list already scored
             sch = random_feasible(space, cs, N_ORACLE, seed=12345)[:n_orc]
             n_orc = next((i for i, x in enumerate(sch) if ("val", space.key(x)) not in ev.cache), len(sch))
+        if args.oracle_only:
+            k, m = (int(p) for p in args.oracle_shard.split("/"))
+            print(key, oracle(space, cs, ev, n_orc, (k, m)), file=sys.stderr)
+            continue
         orc = oracle(space, cs, ev, n_orc)
         print(key, orc, file=sys.stderr)
-        if args.oracle_only:
-            continue
         ms = dict(kv.split("=") for kv in args.model_seeds.split(",") if kv)
         mseeds = seeds[: int(ms.get(key, len(seeds)))]
         rows = runs(key, space, cs, ev, g, names, mseeds, args.cached_only)

@@ -18,6 +18,7 @@ class taking the same constructor arguments.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 
 import numpy as np
 
@@ -248,7 +249,8 @@ class MicoSearcher(Searcher):
     of the two the layer needs), else the opposite trade, else both one step
     down (always feasible); deduplicated, stopping when the list runs out
     (never waits for samples that do not exist). Then, per evaluation batch:
-    fit a random forest on all evaluated schemes; breed ~1000 children of
+    fit the surrogate on all evaluated schemes (an additive noise-power
+    prior plus a random forest on its residuals, see `_surrogate`); breed ~1000 children of
     the best ones (uniform crossover per layer, +-1-step mutation, first/last
     layer raised to the top with some probability) plus ~500 local moves
     around the three best (one gene up, another -- half the time the same
@@ -387,9 +389,41 @@ class MicoSearcher(Searcher):
         keep = np.argsort(dist, kind="stable")[: max(n // 4, int((dist == 0).sum()), 1)]
         return child[keep]
 
-    def _surrogate_pick(self, k: int) -> np.ndarray:
+    def _surrogate(self, X: np.ndarray, y: np.ndarray) -> Callable[[np.ndarray], np.ndarray]:
+        """Per-tree predictions [trees, n] of the schemes' scores.
+
+        A b-bit uniform quantizer adds noise of power ~4^-b, and more noise
+        never helps, so the prior is additive: score ~ a - sum_g c_g 4^-b_g
+        with c_g >= 0 (non-negative least squares; one coefficient per gene
+        generalizes from a few dozen samples where trees alone cannot). The
+        random forest fits what that misses (interactions, saturation); its
+        trees' spread is the exploration bonus.
+        """
+        from scipy.optimize import nnls
         from sklearn.ensemble import RandomForestRegressor
 
+        def noise(s: np.ndarray) -> np.ndarray:
+            return 4.0 ** -np.asarray(s, dtype=np.float64).reshape(len(s), -1)
+
+        N = noise(X)
+        # Centering leaves the intercept free while the gene coefficients stay >= 0.
+        coef, _ = nnls(N.mean(axis=0) - N, y - y.mean())
+
+        def prior(s: np.ndarray) -> np.ndarray:
+            return y.mean() + (N.mean(axis=0) - noise(s)) @ coef
+
+        # Leaves of >= 2 schemes: a score is one noisy draw (1000 images: one image = 0.1 pp).
+        rf = RandomForestRegressor(n_estimators=self.trees, min_samples_leaf=2, random_state=self.seed + len(y),
+                                   n_jobs=1)
+        rf.fit(self._features(X), y - prior(X))
+
+        def predict(s: np.ndarray) -> np.ndarray:
+            F = self._features(s)
+            return np.stack([t.predict(F) for t in rf.estimators_]) + prior(s)[None]
+
+        return predict
+
+    def _surrogate_pick(self, k: int) -> np.ndarray:
         X, y = np.stack(self.X), np.asarray(self.y)
         cands = self._breed()
         cands = cands[self.cs.feasible(cands)]
@@ -406,12 +440,7 @@ class MicoSearcher(Searcher):
         if not uniq:
             return np.empty((0, self.space.n_layers, 2), dtype=np.int64)
         pool = np.stack(list(uniq.values()))
-        # Leaves of >= 2 schemes: a score is one noisy draw (1000 images: one image = 0.1 pp).
-        rf = RandomForestRegressor(n_estimators=self.trees, min_samples_leaf=2, random_state=self.seed + len(y),
-                                   n_jobs=1)
-        rf.fit(self._features(X), y)
-        F = self._features(pool)
-        per_tree = np.stack([t.predict(F) for t in rf.estimators_])
+        per_tree = self._surrogate(X, y)(pool)
         beta = self.beta * (1.0 - self._progress())
         score = per_tree.mean(axis=0) + beta * per_tree.std(axis=0)
         order = np.argsort(-score, kind="stable")
