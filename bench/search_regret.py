@@ -60,7 +60,13 @@ PROBLEMS = {
                        "training images, 3 epochs, seed 0); search data: train = the first 3000 training "
                        "images, validation = 1000 held-out training images (50000..50999, never trained "
                        "on), test = the first 1000 official test images"),
+    "resnet8-30k": Problem("resnet8-30k", "ResNet-8 / Fashion-MNIST, trained on 30000 images",
+                           "The same ResNet-8 trained longer: first 30000 Fashion-MNIST training images, "
+                           "4 epochs, seed 0; search data as for ResNet-8 above (validation 50000..50999 "
+                           "is still never trained on)"),
 }
+# (training images, epochs) of the ResNet-8 problems
+RESNET8_TRAINING = {"resnet8": (6000, 3), "resnet8-30k": (30000, 4)}
 
 
 class CachedEvaluator(Evaluator):
@@ -103,13 +109,14 @@ def load_problem(key: str):  # type: ignore[no-untyped-def]
         path = ROOT / "examples" / "lenet5.onnx"
         (xv, yv), (xt, yt), (xtr, ytr) = D.mnist("validation"), D.mnist("test"), D.mnist("train")
     else:
-        path = CACHE / "resnet8" / "resnet8.onnx"
+        path = CACHE / key / "resnet8.onnx"
         if not path.exists():
             from examples.export import export_onnx
             from examples.train import train_resnet8_fashion
 
             path.parent.mkdir(parents=True, exist_ok=True)
-            net, acc, secs = train_resnet8_fashion(n_train=6000, epochs=3)
+            n_train, epochs = RESNET8_TRAINING[key]
+            net, acc, secs = train_resnet8_fashion(n_train=n_train, epochs=epochs)
             print(f"trained ResNet-8: test top-1 {acc:.4f} in {secs:.0f}s", file=sys.stderr)
             tmp = export_onnx(net, torch.zeros(1, 1, 28, 28), path.with_suffix(".tmp.onnx"), "torchscript")
             Path(tmp).rename(path)
