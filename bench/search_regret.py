@@ -48,6 +48,7 @@ class Problem:
     key: str
     title: str
     data_text: str
+    training: tuple[int, int] | None = None  # (Fashion-MNIST training images, epochs) of a ResNet-8
 
 
 PROBLEMS = {
@@ -59,14 +60,12 @@ PROBLEMS = {
                        "downsample convs) trained as in `bench/ptq_accuracy.py` (first 6000 Fashion-MNIST "
                        "training images, 3 epochs, seed 0); search data: train = the first 3000 training "
                        "images, validation = 1000 held-out training images (50000..50999, never trained "
-                       "on), test = the first 1000 official test images"),
+                       "on), test = the first 1000 official test images", (6000, 3)),
     "resnet8-30k": Problem("resnet8-30k", "ResNet-8 / Fashion-MNIST, trained on 30000 images",
                            "The same ResNet-8 trained longer: first 30000 Fashion-MNIST training images, "
                            "4 epochs, seed 0; search data as for ResNet-8 above (validation 50000..50999 "
-                           "is still never trained on)"),
+                           "is still never trained on)", (30000, 4)),
 }
-# (training images, epochs) of the ResNet-8 problems
-RESNET8_TRAINING = {"resnet8": (6000, 3), "resnet8-30k": (30000, 4)}
 
 
 class CachedEvaluator(Evaluator):
@@ -115,7 +114,7 @@ def load_problem(key: str):  # type: ignore[no-untyped-def]
             from examples.train import train_resnet8_fashion
 
             path.parent.mkdir(parents=True, exist_ok=True)
-            n_train, epochs = RESNET8_TRAINING[key]
+            n_train, epochs = PROBLEMS[key].training  # type: ignore[misc]
             net, acc, secs = train_resnet8_fashion(n_train=n_train, epochs=epochs)
             print(f"trained ResNet-8: test top-1 {acc:.4f} in {secs:.0f}s", file=sys.stderr)
             tmp = export_onnx(net, torch.zeros(1, 1, 28, 28), path.with_suffix(".tmp.onnx"), "torchscript")
@@ -167,7 +166,7 @@ def oracle(space: SearchSpace, cs, ev: CachedEvaluator, n: int = N_ORACLE,  # ty
             print(f"oracle {i}/{N_ORACLE} best {max(vals):.4f} {time.perf_counter() - t0:.0f}s", file=sys.stderr)
     b = int(np.argmax(vals))
     return {"best_val": vals[b], "best_scheme": schemes[b].tolist(), "n": len(vals),
-            "top5": sorted(vals, reverse=True)[:5], "vals": vals,
+            "vals": vals,
             "median_val": float(np.median(vals)), "frac": float(cs.fractions(schemes[b][None])[0, 0])}
 
 
@@ -225,7 +224,7 @@ def table(prob: Problem, orc: dict, rows: list[dict], seeds: list[int], eval_s: 
         f"{prob.data_text}. Oracle (best of {orc['n']}): **{orc['best_val']:.4f}** (its BOPs/INT8 {orc['frac']:.3f}; median of "
         f"those {orc['n']} random schemes {orc['median_val']:.4f}). One PTQ evaluation: {eval_s:.2f} s "
         f"(median, uncached). {len(seeds)} seeds ({seeds[0]}..{seeds[-1]}). The five best of the oracle's "
-        f"schemes: {', '.join(f'{v:.3f}' for v in orc['top5'])}.",
+        f"schemes: {', '.join(f'{v:.3f}' for v in sorted(orc['vals'], reverse=True)[:5])}.",
         "",
     ]
     if orc["n"] < N_ORACLE or len(seeds) < 20:
