@@ -406,11 +406,12 @@ class MicoSearcher(Searcher):
             return 4.0 ** -np.asarray(s, dtype=np.float64).reshape(len(s), -1)
 
         N = noise(X)
+        n_mean, y_mean = N.mean(axis=0), y.mean()
         # Centering leaves the intercept free while the gene coefficients stay >= 0.
-        coef, _ = nnls(N.mean(axis=0) - N, y - y.mean())
+        coef, _ = nnls(n_mean - N, y - y_mean)
 
         def prior(s: np.ndarray) -> np.ndarray:
-            return y.mean() + (N.mean(axis=0) - noise(s)) @ coef
+            return y_mean + (n_mean - noise(s)) @ coef
 
         # Leaves of >= 2 schemes: a score is one noisy draw (1000 images: one image = 0.1 pp).
         rf = RandomForestRegressor(n_estimators=self.trees, min_samples_leaf=2, random_state=self.seed + len(y),
